@@ -1,0 +1,386 @@
+"""Runtime settings of the sipagent server.
+
+Sources, from lowest to highest priority:
+
+1. built-in defaults;
+2. TOML config files: every ``config/*.toml`` except ``*.example.toml`` (in name order, later
+   files win), or only the file given with ``--config``; keys are the setting names at the
+   top level of the file (``sip_port = 5070``), see ``config/sipagent.example.toml``;
+3. a ``.env`` file in the working directory;
+4. environment variables ``SIPAGENT_<NAME>`` (``OPENAI_API_KEY`` for the API key);
+5. keyword overrides passed to :func:`load_settings` (command-line options).
+
+A bad value raises :class:`ConfigError`, whose message is one line naming the setting by its
+environment variable, e.g. ``SIPAGENT_SIP_PORT: must be between 1 and 65535 (got 70000)``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ipaddress
+import math
+import os
+import re
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+__all__ = [
+    "ENV_PREFIX",
+    "ModelName",
+    "ConfigError",
+    "Settings",
+    "default_config_files",
+    "env_name",
+    "load_settings",
+]
+
+ENV_PREFIX = "SIPAGENT_"
+_CONFIG_DIR = Path("config")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+
+# Config files for the Settings being built; None means "discover config/*.toml".
+_config_files: contextvars.ContextVar[tuple[Path, ...] | None] = contextvars.ContextVar(
+    "sipagent_config_files", default=None
+)
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; ``str()`` is one line naming it."""
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+        """The environment variable name of the (first) bad setting, if it is one."""
+
+
+def default_config_files(directory: Path = _CONFIG_DIR) -> tuple[Path, ...]:
+    """The config files read when no ``--config`` is given, in the order they apply."""
+    return tuple(
+        path
+        for path in sorted(directory.glob("*.toml"))
+        if path.is_file() and not path.name.endswith(".example.toml")
+    )
+
+
+def _is_host(value: str) -> bool:
+    """An IPv4/IPv6 address or an RFC 1123 host name (whose last label is not numeric)."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        name = value.removesuffix(".")
+        labels = name.split(".")
+        return (
+            0 < len(name) <= 253
+            and all(_HOST_LABEL.match(label) for label in labels)
+            and not labels[-1].isdigit()
+        )
+    return True
+
+
+ModelName = Literal["echo", "openai"]
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _default_model(data: dict[str, Any]) -> ModelName:
+    return "openai" if data.get("openai_api_key") is not None else "echo"
+
+
+class Settings(BaseSettings):
+    """Every tunable of the server; build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+    sip_host: str = "127.0.0.1"
+    """Address SIP listens on (UDP and TCP)."""
+    sip_port: int = 5060
+    """SIP port (UDP and TCP)."""
+    public_host: str | None = Field(default=None, validate_default=True)
+    """Address put in Contact/Via/SDP when it differs from sip_host (NAT); None: sip_host."""
+    rtp_port_min: int = 10000
+    """Lowest RTP port (even; RTCP uses the next odd port)."""
+    rtp_port_max: int = 20000
+    """Highest RTP port (even)."""
+    admin_host: str = "127.0.0.1"
+    """Address of the admin HTTP API."""
+    admin_port: int = 8080
+    """Port of the admin HTTP API."""
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key")
+    )
+    """OpenAI API key, read from OPENAI_API_KEY (environment or .env)."""
+    model: ModelName = Field(default_factory=_default_model)
+    """Voice model: 'openai' when OPENAI_API_KEY is set, else the local 'echo'."""
+    ring_ms: int = 0
+    """How long to send 180 Ringing before answering, in milliseconds."""
+    max_calls: int = 200
+    """Concurrent calls accepted before answering 486/503."""
+    rtp_inactivity_timeout: float = 30.0
+    """Seconds without RTP before an active call is hung up."""
+    rtp_hold_inactivity_timeout: float = 3600.0
+    """Seconds without RTP before a call on hold is hung up."""
+    drain_timeout: float = 5.0
+    """Seconds live calls may go on after SIGTERM/SIGINT before they are hung up."""
+    user_agent: str = "sipagent/0.1"
+    """User-Agent / Server header value."""
+    database_url: str = "sqlite:///data/sipagent.sqlite3"
+    """Where call history is stored."""
+    log_level: str = "INFO"
+    """Logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
+
+    @property
+    def effective_public_host(self) -> str:
+        """The address peers should reach us at: public_host, else sip_host."""
+        return self.public_host or self.sip_host
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        paths = _config_files.get()
+        toml = _TomlFilesSource(settings_cls, default_config_files() if paths is None else paths)
+        return init_settings, env_settings, dotenv_settings, toml
+
+    @field_validator("sip_host", "admin_host", "public_host")
+    @classmethod
+    def _check_host(cls, value: str | None) -> str | None:
+        if value is not None and not _is_host(value):
+            raise ValueError(f"must be an IP address or hostname (got {value!r})")
+        return value
+
+    @field_validator("public_host")
+    @classmethod
+    def _check_public_host(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # SDP c=0.0.0.0 means "on hold": a wildcard bind needs a routable address to announce.
+        announced = value if value is not None else info.data.get("sip_host")
+        if announced is not None and _is_wildcard(announced):
+            if value is None:
+                raise ValueError(
+                    f"must be set when {ENV_PREFIX}SIP_HOST is {announced} "
+                    "(peers cannot send to a wildcard address)"
+                )
+            raise ValueError(f"must not be a wildcard address (got {value!r})")
+        return value
+
+    @field_validator("sip_port", "admin_port")
+    @classmethod
+    def _check_port(cls, value: int) -> int:
+        return _check_range(value, 1, 65535)
+
+    @field_validator("rtp_port_min", "rtp_port_max")
+    @classmethod
+    def _check_rtp_port(cls, value: int, info: ValidationInfo) -> int:
+        _check_range(value, 1024, 65535)
+        if value % 2:
+            raise ValueError(f"must be even (got {value})")
+        low = info.data.get("rtp_port_min")
+        if info.field_name == "rtp_port_max" and low is not None and value < low + 2:
+            raise ValueError(
+                f"must be at least {ENV_PREFIX}RTP_PORT_MIN + 2 = {low + 2} (got {value})"
+            )
+        return value
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _normalize_model(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, value: str, info: ValidationInfo) -> str:
+        if value == "openai" and info.data.get("openai_api_key") is None:
+            raise ValueError("'openai' needs OPENAI_API_KEY (set it, or use 'echo')")
+        return value
+
+    @field_validator("ring_ms")
+    @classmethod
+    def _check_ring(cls, value: int) -> int:
+        return _check_range(value, 0, 60000)
+
+    @field_validator("max_calls")
+    @classmethod
+    def _check_max_calls(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1 (got {value})")
+        return value
+
+    @field_validator("rtp_inactivity_timeout", "rtp_hold_inactivity_timeout")
+    @classmethod
+    def _check_timeout(cls, value: float) -> float:
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"must be a positive number of seconds (got {value})")
+        return value
+
+    @field_validator("drain_timeout")
+    @classmethod
+    def _check_drain_timeout(cls, value: float) -> float:
+        if not (math.isfinite(value) and 0 <= value <= 3600):
+            raise ValueError(f"must be between 0 and 3600 seconds (got {value})")
+        return value
+
+    @field_validator("user_agent")
+    @classmethod
+    def _check_user_agent(cls, value: str) -> str:
+        if not value.strip() or not value.isprintable():
+            raise ValueError(f"must be non-empty printable text (got {value!r})")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        scheme, separator, _ = value.partition("://")
+        if not scheme or not separator:
+            raise ValueError(
+                f"must be a URL such as sqlite:///data/sipagent.sqlite3 (got {value!r})"
+            )
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in _LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)} (got {value!r})")
+        return level
+
+
+def _check_range(value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise ValueError(f"must be between {low} and {high} (got {value})")
+    return value
+
+
+class _TomlFilesSource(PydanticBaseSettingsSource):
+    """Settings from TOML files, top-level keys named like the fields; unknown keys are errors."""
+
+    def __init__(self, settings_cls: type[BaseSettings], paths: Sequence[Path]) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        for path in paths:
+            self._data.update(_read_config_file(path, settings_cls))
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _read_config_file(path: Path, settings_cls: type[BaseSettings]) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: invalid TOML: {_one_line(str(exc))}") from None
+    for key in data:
+        if key not in settings_cls.model_fields:
+            raise ConfigError(f"{path}: unknown setting {key!r}")
+    return data
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets a field."""
+    if field_name == "openai_api_key":
+        return "OPENAI_API_KEY"
+    return ENV_PREFIX + field_name.upper()
+
+
+_TYPE_MESSAGES = {
+    "int_parsing": "must be an integer",
+    "int_type": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "string_type": "must be text",
+}
+
+
+def _describe(error: ErrorDetails) -> tuple[str, str]:
+    """(environment variable name, reason) of one pydantic error."""
+    loc = str(error["loc"][0]) if error["loc"] else ""
+    field = "openai_api_key" if loc.lower() == "openai_api_key" else loc
+    context = error.get("ctx") or {}
+    if error["type"] == "value_error":
+        return env_name(field), _one_line(str(context.get("error", error["msg"])))
+    if error["type"] == "literal_error":
+        reason = f"must be {context.get('expected', 'one of the allowed values')}"
+    else:
+        message = error["msg"]
+        reason = _TYPE_MESSAGES.get(error["type"], message[:1].lower() + message[1:])
+    if field != "openai_api_key":  # never echo a secret
+        shown = repr(error["input"])
+        reason += f" (got {shown if len(shown) <= 80 else shown[:77] + '...'})"
+    return env_name(field), _one_line(reason)
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    # A default computed from other fields is not computed once one of them failed; that
+    # follow-up error says nothing about the user's input.
+    errors = [error for error in exc.errors() if error["type"] != "default_factory_not_called"]
+    described = [_describe(error) for error in errors or exc.errors()]
+    message = "; ".join(f"{name}: {reason}" for name, reason in described)
+    return ConfigError(message, described[0][0] if described else None)
+
+
+def load_settings(config_path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from all sources; raise ConfigError naming the first bad setting.
+
+    ``config_path`` replaces the default ``config/*.toml`` files. ``overrides`` (field names,
+    e.g. ``sip_port=5070`` from the command line) win over everything; a None value means
+    "not given" and is skipped.
+    """
+    for name in overrides:
+        if name not in Settings.model_fields:
+            raise ConfigError(f"unknown setting {name!r}")
+    values = {name: value for name, value in overrides.items() if value is not None}
+    token = _config_files.set(None if config_path is None else (Path(config_path),))
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+    finally:
+        _config_files.reset(token)

@@ -1,0 +1,335 @@
+"""Tests for sipagent.settings: sources, precedence and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from sipagent.settings import ConfigError, Settings, default_config_files, env_name, load_settings
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "sipagent.example.toml"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No SIPAGENT_*/OPENAI_API_KEY from the outside, and an empty working directory."""
+    for name in list(os.environ):
+        if name.upper().startswith("SIPAGENT_") or name.upper() == "OPENAI_API_KEY":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.sip_host == "127.0.0.1"
+    assert settings.sip_port == 5060
+    assert settings.public_host is None
+    assert settings.effective_public_host == "127.0.0.1"
+    assert (settings.rtp_port_min, settings.rtp_port_max) == (10000, 20000)
+    assert (settings.admin_host, settings.admin_port) == ("127.0.0.1", 8080)
+    assert settings.model == "echo"
+    assert settings.openai_api_key is None
+    assert settings.ring_ms == 0
+    assert settings.max_calls == 200
+    assert settings.rtp_inactivity_timeout == 30.0
+    assert settings.rtp_hold_inactivity_timeout == 3600.0
+    assert settings.drain_timeout == 5.0
+    assert settings.user_agent == "sipagent/0.1"
+    assert settings.database_url == "sqlite:///data/sipagent.sqlite3"
+    assert settings.log_level == "INFO"
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIPAGENT_SIP_HOST", "0.0.0.0")
+    monkeypatch.setenv("SIPAGENT_SIP_PORT", "5070")
+    monkeypatch.setenv("SIPAGENT_PUBLIC_HOST", "sip.example.com")
+    monkeypatch.setenv("SIPAGENT_RTP_PORT_MIN", "30000")
+    monkeypatch.setenv("SIPAGENT_RTP_PORT_MAX", "30010")
+    monkeypatch.setenv("SIPAGENT_ADMIN_HOST", "::1")
+    monkeypatch.setenv("SIPAGENT_RING_MS", "1500")
+    monkeypatch.setenv("SIPAGENT_MAX_CALLS", "5")
+    monkeypatch.setenv("SIPAGENT_RTP_INACTIVITY_TIMEOUT", "12.5")
+    monkeypatch.setenv("SIPAGENT_LOG_LEVEL", "debug")
+    settings = load_settings()
+    assert settings.sip_host == "0.0.0.0"
+    assert settings.sip_port == 5070
+    assert settings.effective_public_host == "sip.example.com"
+    assert (settings.rtp_port_min, settings.rtp_port_max) == (30000, 30010)
+    assert settings.admin_host == "::1"
+    assert settings.ring_ms == 1500
+    assert settings.max_calls == 5
+    assert settings.rtp_inactivity_timeout == 12.5
+    assert settings.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize("wildcard", ["0.0.0.0", "::"])
+def test_wildcard_sip_host_needs_public_host(
+    monkeypatch: pytest.MonkeyPatch, wildcard: str
+) -> None:
+    monkeypatch.setenv("SIPAGENT_SIP_HOST", wildcard)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        f"SIPAGENT_PUBLIC_HOST: must be set when SIPAGENT_SIP_HOST is {wildcard} "
+        "(peers cannot send to a wildcard address)"
+    )
+    assert load_settings(public_host="192.0.2.10").effective_public_host == "192.0.2.10"
+
+
+def test_empty_environment_variable_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIPAGENT_PUBLIC_HOST", "")
+    monkeypatch.setenv("OPENAI_API_KEY", "")
+    settings = load_settings()
+    assert settings.public_host is None
+    assert settings.model == "echo"
+
+
+def test_default_config_files_are_read_in_name_order(tmp_path: Path) -> None:
+    write(tmp_path / "config" / "10-base.toml", 'sip_port = 5070\nuser_agent = "base"\n')
+    write(tmp_path / "config" / "20-site.toml", "sip_port = 5080\n")
+    # The example file is documentation: it is never read, even when it is broken.
+    write(tmp_path / "config" / "sipagent.example.toml", "sip_port = [not toml\n")
+    assert default_config_files() == (
+        Path("config/10-base.toml"),
+        Path("config/20-site.toml"),
+    )
+    settings = load_settings()
+    assert settings.sip_port == 5080
+    assert settings.user_agent == "base"
+
+
+def test_explicit_config_replaces_default_files(tmp_path: Path) -> None:
+    write(tmp_path / "config" / "sipagent.toml", "sip_port = 5070\nmax_calls = 7\n")
+    explicit = write(tmp_path / "elsewhere" / "prod.toml", "sip_port = 5090\n")
+    settings = load_settings(str(explicit))
+    assert settings.sip_port == 5090
+    assert settings.max_calls == 200
+
+
+def test_toml_values_of_every_type(tmp_path: Path) -> None:
+    write(
+        tmp_path / "config" / "sipagent.toml",
+        'public_host = "198.51.100.7"\nrtp_inactivity_timeout = 10\n'
+        'database_url = "postgresql://db/sipagent"\nmodel = "echo"\n',
+    )
+    settings = load_settings()
+    assert settings.effective_public_host == "198.51.100.7"
+    assert settings.rtp_inactivity_timeout == 10.0
+    assert settings.database_url == "postgresql://db/sipagent"
+
+
+def test_precedence_env_over_dotenv_over_toml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "config" / "sipagent.toml", "sip_port = 5001\nring_ms = 1\nmax_calls = 1\n")
+    write(tmp_path / ".env", "SIPAGENT_SIP_PORT=5002\nSIPAGENT_RING_MS=2\nUNRELATED=1\n")
+    monkeypatch.setenv("SIPAGENT_SIP_PORT", "5003")
+    settings = load_settings()
+    assert settings.sip_port == 5003  # environment
+    assert settings.ring_ms == 2  # .env
+    assert settings.max_calls == 1  # TOML
+    monkeypatch.delenv("SIPAGENT_SIP_PORT")
+    assert load_settings().sip_port == 5002
+    (tmp_path / ".env").unlink()
+    assert load_settings().sip_port == 5001
+
+
+def test_overrides_win_and_none_means_not_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIPAGENT_SIP_PORT", "5003")
+    monkeypatch.setenv("SIPAGENT_ADMIN_PORT", "9000")
+    settings = load_settings(sip_port=5004, admin_port=None)
+    assert settings.sip_port == 5004
+    assert settings.admin_port == 9000
+
+
+def test_unknown_override_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="unknown setting 'sip_prot'"):
+        load_settings(sip_prot=5070)
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings()
+    with pytest.raises(pydantic.ValidationError):
+        settings.sip_port = 1
+
+
+BAD_SETTINGS = [
+    ("SIPAGENT_SIP_PORT", "70000", "must be between 1 and 65535 (got 70000)"),
+    ("SIPAGENT_SIP_PORT", "0", "must be between 1 and 65535 (got 0)"),
+    ("SIPAGENT_SIP_PORT", "abc", "must be an integer (got 'abc')"),
+    ("SIPAGENT_ADMIN_PORT", "65536", "must be between 1 and 65535 (got 65536)"),
+    ("SIPAGENT_SIP_HOST", "not a host", "must be an IP address or hostname (got 'not a host')"),
+    (
+        "SIPAGENT_PUBLIC_HOST",
+        "-bad-.example",
+        "must be an IP address or hostname (got '-bad-.example')",
+    ),
+    ("SIPAGENT_PUBLIC_HOST", "0.0.0.0", "must not be a wildcard address (got '0.0.0.0')"),
+    ("SIPAGENT_ADMIN_HOST", "999.1.1.1", "must be an IP address or hostname (got '999.1.1.1')"),
+    ("SIPAGENT_RTP_PORT_MIN", "10001", "must be even (got 10001)"),
+    ("SIPAGENT_RTP_PORT_MIN", "80", "must be between 1024 and 65535 (got 80)"),
+    ("SIPAGENT_RTP_PORT_MAX", "70000", "must be between 1024 and 65535 (got 70000)"),
+    ("SIPAGENT_RTP_PORT_MAX", "20001", "must be even (got 20001)"),
+    (
+        "SIPAGENT_RTP_PORT_MAX",
+        "9000",
+        "must be at least SIPAGENT_RTP_PORT_MIN + 2 = 10002 (got 9000)",
+    ),
+    (
+        "SIPAGENT_RTP_PORT_MAX",
+        "10000",
+        "must be at least SIPAGENT_RTP_PORT_MIN + 2 = 10002 (got 10000)",
+    ),
+    ("SIPAGENT_MODEL", "gpt-4o", "must be 'echo' or 'openai' (got 'gpt-4o')"),
+    ("SIPAGENT_MODEL", "openai", "'openai' needs OPENAI_API_KEY (set it, or use 'echo')"),
+    ("SIPAGENT_RING_MS", "-1", "must be between 0 and 60000 (got -1)"),
+    ("SIPAGENT_RING_MS", "60001", "must be between 0 and 60000 (got 60001)"),
+    ("SIPAGENT_MAX_CALLS", "0", "must be at least 1 (got 0)"),
+    ("SIPAGENT_RTP_INACTIVITY_TIMEOUT", "0", "must be a positive number of seconds (got 0.0)"),
+    ("SIPAGENT_RTP_INACTIVITY_TIMEOUT", "nan", "must be a positive number of seconds (got nan)"),
+    ("SIPAGENT_RTP_INACTIVITY_TIMEOUT", "soon", "must be a number (got 'soon')"),
+    (
+        "SIPAGENT_RTP_HOLD_INACTIVITY_TIMEOUT",
+        "-5",
+        "must be a positive number of seconds (got -5.0)",
+    ),
+    ("SIPAGENT_DRAIN_TIMEOUT", "-1", "must be between 0 and 3600 seconds (got -1.0)"),
+    ("SIPAGENT_USER_AGENT", "bad\tagent", "must be non-empty printable text (got 'bad\\tagent')"),
+    (
+        "SIPAGENT_DATABASE_URL",
+        "data.db",
+        "must be a URL such as sqlite:///data/sipagent.sqlite3 (got 'data.db')",
+    ),
+    (
+        "SIPAGENT_LOG_LEVEL",
+        "loud",
+        "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL (got 'loud')",
+    ),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "reason"), BAD_SETTINGS)
+def test_bad_setting_gives_one_line_message(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, reason: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == f"{variable}: {reason}"
+    assert caught.value.setting == variable
+    assert "\n" not in str(caught.value)
+
+
+def test_bad_toml_value_is_named_by_its_environment_variable(tmp_path: Path) -> None:
+    write(tmp_path / "config" / "sipagent.toml", "sip_port = 70000\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == "SIPAGENT_SIP_PORT: must be between 1 and 65535 (got 70000)"
+
+
+def test_several_bad_settings_stay_on_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIPAGENT_SIP_PORT", "70000")
+    monkeypatch.setenv("SIPAGENT_MAX_CALLS", "0")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "SIPAGENT_SIP_PORT: must be between 1 and 65535 (got 70000); "
+        "SIPAGENT_MAX_CALLS: must be at least 1 (got 0)"
+    )
+    assert caught.value.setting == "SIPAGENT_SIP_PORT"
+
+
+def test_bad_override_is_named_like_the_environment_variable() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(user_agent="a\r\nX-Injected: 1")
+    assert str(caught.value).startswith("SIPAGENT_USER_AGENT: must be non-empty printable text")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("sip_port = [1,\n", r"^config/sipagent\.toml: invalid TOML: .+"),
+        ("sip_prot = 5070\n", r"^config/sipagent\.toml: unknown setting 'sip_prot'$"),
+        ("[sipagent]\nsip_port = 5070\n", r"^config/sipagent\.toml: unknown setting 'sipagent'$"),
+    ],
+)
+def test_bad_config_file(tmp_path: Path, text: str, message: str) -> None:
+    write(tmp_path / "config" / "sipagent.toml", text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert re.match(message, str(caught.value))
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_explicit_config_file() -> None:
+    with pytest.raises(ConfigError, match=r"^missing\.toml: config file not found$"):
+        load_settings("missing.toml")
+
+
+def test_model_default_depends_on_openai_api_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings().model == "echo"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-123")
+    settings = load_settings()
+    assert settings.model == "openai"
+    assert settings.openai_api_key is not None
+    assert settings.openai_api_key.get_secret_value() == "sk-test-123"
+    assert "sk-test-123" not in repr(settings)
+    monkeypatch.setenv("SIPAGENT_MODEL", "echo")
+    assert load_settings().model == "echo"
+
+
+def test_openai_api_key_from_dotenv(tmp_path: Path) -> None:
+    write(tmp_path / ".env", "OPENAI_API_KEY=sk-from-dotenv\n")
+    assert load_settings().model == "openai"
+
+
+def test_model_name_is_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("SIPAGENT_MODEL", "OpenAI")
+    assert load_settings().model == "openai"
+
+
+def test_secret_is_never_echoed_in_errors(tmp_path: Path) -> None:
+    write(tmp_path / "config" / "sipagent.toml", "openai_api_key = 12345\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value).startswith("OPENAI_API_KEY: ")
+    assert "12345" not in str(caught.value)
+
+
+def test_env_name() -> None:
+    assert env_name("rtp_port_min") == "SIPAGENT_RTP_PORT_MIN"
+    assert env_name("openai_api_key") == "OPENAI_API_KEY"
+
+
+def test_example_config_documents_every_setting_with_its_default(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assignments = [
+        line.removeprefix("# ") for line in text.splitlines() if re.match(r"# [a-z_]+ = ", line)
+    ]
+    assert set(tomllib.loads("\n".join(assignments))) == set(Settings.model_fields)
+    # Uncommented, the example minus its placeholders loads and gives the defaults.
+    placeholders = ("public_host", "openai_api_key")
+    defaults = [line for line in assignments if not line.startswith(placeholders)]
+    config = write(tmp_path / "example.toml", "\n".join(defaults))
+    assert load_settings(str(config)) == load_settings()
+
+
+def test_unreadable_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r": cannot read config file \(.+\)$"):
+        load_settings(str(tmp_path))
