@@ -12,9 +12,10 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable
+from typing import cast
 
 from .exceptions import MessageParseError
-from .message import StreamFramer
+from .framing import StreamFramer
 from .transaction import Destination
 
 __all__ = ["SipTransport"]
@@ -49,8 +50,7 @@ class _TcpConnection(asyncio.Protocol):
         self.peer: Destination | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = Destination("tcp", str(host), int(port))
         self._owner._connections[(self.peer.host, self.peer.port)] = self
@@ -91,7 +91,6 @@ class SipTransport:
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _UdpProtocol(self), local_addr=(self.host, self.port)
         )
-        assert isinstance(transport, asyncio.DatagramTransport)
         self._udp = transport
         if self.port == 0:
             self.port = int(transport.get_extra_info("sockname")[1])

@@ -1,0 +1,340 @@
+"""Thin asyncio shell around :class:`~rtp.session.RtpSession`.
+
+One :class:`RtpEndpoint` per call owns a UDP socket pair — RTP on an even port, RTCP on the
+next odd one, both from a :class:`PortAllocator` — and one timer: after every datagram and
+every timer callback it delivers the session's events, sends what the session wants sent and
+re-arms a single ``loop.call_at(session.get_timer())`` (like aioquic's ``QuicConnectionProtocol``).
+Only this module touches sockets and ``loop.time()``.
+
+Events are delivered before the due RTP packets are sent, so a consumer that pushes audio into
+``session.playout`` from ``on_event`` (the echo) has it sent in the same tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Final
+
+from .session import RtpEvent, RtpSession
+
+__all__ = ["PortAllocator", "PortsExhaustedError", "RtpEndpoint"]
+
+logger = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+EventCallback = Callable[[RtpEvent], None]
+
+RECEIVE_BUFFER: Final = 2048
+"""Datagram read size; asyncio's default 256 KiB read costs page faults per packet."""
+BIND_ATTEMPTS: Final = 16
+"""Port pairs tried before giving up when ports are taken by other processes."""
+
+
+class PortsExhaustedError(RuntimeError):
+    """Every RTP port pair of the configured range is in use."""
+
+
+class PortAllocator:
+    """Hands out even RTP ports (RTCP = port + 1) from ``[min_port, max_port]``, round-robin.
+
+    Round-robin rather than lowest-free: a port released by one call is not immediately given
+    to the next, so stray packets from the old call's peer do not reach the new call.
+    """
+
+    def __init__(self, min_port: int = 10000, max_port: int = 20000) -> None:
+        first = min_port + (min_port & 1)
+        if first + 1 > max_port or first < 1 or max_port > 65535:
+            raise ValueError(f"no RTP port pair in {min_port}-{max_port}")
+        self._ports = range(first, max_port, 2)
+        self._in_use: set[int] = set()
+        self._cursor = 0
+
+    @property
+    def capacity(self) -> int:
+        """Number of port pairs in the range."""
+        return len(self._ports)
+
+    @property
+    def in_use(self) -> int:
+        """Number of port pairs currently allocated."""
+        return len(self._in_use)
+
+    def allocate(self) -> int:
+        """Reserve and return an even port; raises :class:`PortsExhaustedError` when none left."""
+        ports = self._ports
+        for _ in range(len(ports)):
+            port = ports[self._cursor]
+            self._cursor = (self._cursor + 1) % len(ports)
+            if port not in self._in_use:
+                self._in_use.add(port)
+                return port
+        raise PortsExhaustedError(f"all {len(ports)} RTP port pairs are in use")
+
+    def release(self, port: int) -> None:
+        """Return a port obtained from :meth:`allocate` (unknown ports are ignored)."""
+        self._in_use.discard(port)
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:
+        return ":" in host
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if _is_ipv6(host) else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    rtp_sock = _bind(host, port)
+    try:
+        return rtp_sock, _bind(host, port + 1)
+    except OSError:
+        rtp_sock.close()
+        raise
+
+
+def source_address(addr: tuple[str, int] | tuple[str, int, int, int]) -> Address:
+    """A received source as the session compares it: (host, port), IPv4-mapped unwrapped."""
+    host, port = addr[0], addr[1]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return (host, port)
+
+
+def destination_address(addr: Address, ipv6_socket: bool) -> Address:
+    """Where to send on our socket: IPv4 peers of an IPv6 socket need the mapped form."""
+    if ipv6_socket and ":" not in addr[0]:
+        return (f"::ffff:{addr[0]}", addr[1])
+    return addr
+
+
+class _SocketProtocol(asyncio.DatagramProtocol):
+    """Forwards one socket's datagrams to its endpoint."""
+
+    def __init__(self, endpoint: RtpEndpoint, rtcp: bool) -> None:
+        self._endpoint = endpoint
+        self._rtcp = rtcp
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transport has no such knob (and reads efficiently already).
+        with contextlib.suppress(AttributeError):
+            transport.max_size = RECEIVE_BUFFER  # type: ignore[attr-defined]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._endpoint._datagram_received(data, addr, self._rtcp)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable while the peer is not listening yet: normal for RTP.
+        logger.debug("RTP socket error: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._endpoint._socket_closed()
+
+
+class RtpEndpoint:
+    """A session's UDP sockets and timer; create with :meth:`create`."""
+
+    def __init__(
+        self,
+        session: RtpSession,
+        local_host: str,
+        port: int,
+        port_allocator: PortAllocator,
+        on_event: EventCallback | None,
+    ) -> None:
+        self.session = session
+        self.local_host = local_host
+        self.port = port
+        """Local RTP port (even); RTCP is ``port + 1``."""
+        self.on_event = on_event
+        """Called with each session event (from the event loop; must not block)."""
+        self._allocator = port_allocator
+        self._loop = asyncio.get_running_loop()
+        self._ipv6 = _is_ipv6(local_host)
+        self._rtp: asyncio.DatagramTransport | None = None
+        self._rtcp: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_when: float | None = None
+        self._open_sockets = 0
+        self._closing = False
+        self._closed = self._loop.create_future()
+
+    @classmethod
+    async def create(
+        cls,
+        session: RtpSession,
+        local_host: str,
+        port_allocator: PortAllocator,
+        on_event: EventCallback | None = None,
+        *,
+        port: int | None = None,
+    ) -> RtpEndpoint:
+        """Bind an RTP/RTCP port pair on ``local_host`` (IPv4 or IPv6) and start the session.
+
+        Without ``port`` a free pair is taken from ``port_allocator`` (pairs another process
+        holds are skipped).  With ``port`` — obtained earlier from ``port_allocator.allocate()``,
+        e.g. to put it in the SDP answer before media starts — exactly that pair is bound.
+        Either way the endpoint owns the port from here on: it is released when the endpoint
+        has closed, or at once if ``create`` raises.
+        """
+        loop = asyncio.get_running_loop()
+        if port is not None:
+            try:
+                rtp_sock, rtcp_sock = _bind_pair(local_host, port)
+            except OSError:
+                port_allocator.release(port)
+                raise
+        else:
+            for _ in range(min(BIND_ATTEMPTS, port_allocator.capacity)):
+                port = port_allocator.allocate()
+                try:
+                    rtp_sock, rtcp_sock = _bind_pair(local_host, port)
+                except OSError as exc:
+                    port_allocator.release(port)
+                    logger.debug("cannot bind %s:%d/%d: %s", local_host, port, port + 1, exc)
+                    continue
+                break
+            else:
+                raise OSError(f"could not bind an RTP port pair on {local_host}")
+        endpoint = cls(session, local_host, port, port_allocator, on_event)
+        try:
+            endpoint._rtp, _ = await loop.create_datagram_endpoint(
+                lambda: _SocketProtocol(endpoint, rtcp=False), sock=rtp_sock
+            )
+            endpoint._open_sockets += 1
+            endpoint._rtcp, _ = await loop.create_datagram_endpoint(
+                lambda: _SocketProtocol(endpoint, rtcp=True), sock=rtcp_sock
+            )
+            endpoint._open_sockets += 1
+        except BaseException:
+            if endpoint._rtp is not None:
+                endpoint._rtp.close()  # releases the port once closed
+            else:
+                rtp_sock.close()
+                port_allocator.release(port)
+            rtcp_sock.close()
+            raise
+        session.wallclock_offset = time.time() - loop.time()
+        logger.debug("RTP endpoint on %s:%d", local_host, port)
+        endpoint._service(loop.time())
+        return endpoint
+
+    @property
+    def local_addr(self) -> Address:
+        """Local (host, RTP port)."""
+        return (self.local_host, self.port)
+
+    @property
+    def rtcp_port(self) -> int:
+        """Local RTCP port."""
+        return self.port + 1
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self._closing
+
+    # -- I/O ----------------------------------------------------------------------------------
+
+    def _datagram_received(self, data: bytes, addr: tuple[str, int], rtcp: bool) -> None:
+        if self._closing:
+            return
+        now = self._loop.time()
+        source = source_address(addr)
+        if rtcp:
+            self.session.receive_rtcp(data, source, now)
+        else:
+            self.session.receive_datagram(data, source, now)
+        self._service(now)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closing:
+            return
+        now = self._loop.time()
+        self.session.handle_timer(now)
+        self._service(now)
+
+    def _service(self, now: float) -> None:
+        session = self.session
+        event = session.next_event()
+        while event is not None:
+            if self.on_event is not None:
+                try:
+                    self.on_event(event)
+                except Exception:
+                    logger.exception("RTP event handler failed on %r", event)
+            if self._closing:
+                return
+            event = session.next_event()
+        rtp = self._rtp
+        if rtp is None:
+            return
+        for data, addr in session.datagrams_to_send(now):
+            rtp.sendto(data, destination_address(addr, self._ipv6))
+        for data, addr in session.rtcp_to_send(now):
+            self._send_rtcp(data, addr)
+        self._arm_timer()
+
+    def _send_rtcp(self, data: bytes, addr: Address) -> None:
+        transport = self._rtp if self.session.rtcp_mux else self._rtcp
+        if transport is not None:
+            transport.sendto(data, destination_address(addr, self._ipv6))
+
+    def _arm_timer(self) -> None:
+        when = self.session.get_timer()
+        timer = self._timer
+        if timer is not None:
+            # The armed deadline is remembered here: uvloop returns a plain Handle (no
+            # ``when()``) for deadlines already in the past.
+            if when == self._timer_when:
+                return
+            timer.cancel()
+            self._timer = None
+        if when is not None:
+            self._timer = self._loop.call_at(when, self._on_timer)
+            self._timer_when = when
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Send RTCP BYE, close both sockets; the ports return to the allocator once closed."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for data, addr in self.session.close(self._loop.time()):
+            self._send_rtcp(data, addr)
+        for transport in (self._rtp, self._rtcp):
+            if transport is not None:
+                transport.close()
+        logger.debug("RTP endpoint on %s:%d closing", self.local_host, self.port)
+
+    async def wait_closed(self) -> None:
+        """Wait until both sockets are closed and the port pair is released."""
+        await asyncio.shield(self._closed)
+
+    def _socket_closed(self) -> None:
+        self._open_sockets -= 1
+        if self._open_sockets == 0:
+            self._allocator.release(self.port)
+            if not self._closed.done():
+                self._closed.set_result(None)

@@ -1,0 +1,90 @@
+"""Command line: ``sipagent run [--config FILE]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from .settings import ConfigError, Settings, load_settings
+
+__all__ = ["main", "run"]
+
+logger = logging.getLogger("sipagent")
+
+
+async def run(settings: Settings) -> None:
+    """Run the server and its admin until SIGINT/SIGTERM (the second one is immediate)."""
+    from admin.app import create_app
+    from admin.server import start_admin
+
+    from .server import Server
+
+    server = Server(settings)
+    await server.start()
+    admin = await start_admin(
+        create_app(server.registry, server), settings.admin_host, settings.admin_port
+    )
+    logger.info("admin on %s", admin.url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            logger.info("stopping: draining live calls (signal again to stop at once)")
+            stop.set()
+        else:
+            server.draining = True
+            for task in asyncio.all_tasks(loop):
+                if task is not asyncio.current_task(loop):
+                    task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, on_signal)
+    try:
+        await stop.wait()
+        await server.stop(drain_timeout=settings.drain_timeout)
+    finally:
+        await admin.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sipagent", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="answer calls (echo model unless configured)")
+    run_parser.add_argument("--config", help="TOML settings file (default: config/*.toml)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"sipagent: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        runner(run(settings))
+    except OSError as exc:
+        print(f"sipagent: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except asyncio.CancelledError:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""The asyncio shell around the SIP core: transports, timer, calls, admin.
+
+One :class:`Server` per process: it feeds datagrams to the
+:class:`~sipagent.useragent.UserAgent` core, sends what the core returns, keeps the core's
+one timer armed with ``loop.call_at``, and turns the core's events into
+:class:`~sipagent.call.Call` objects (policy, SDP, RTP, model). It also is the admin's
+:class:`~admin.app.CallController`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Coroutine
+from typing import Any
+
+from bridge import create_model
+from rtp.endpoint import PortAllocator
+
+from .call import Call
+from .dialog import Dialog, DialogState
+from .events import CallConfirmed, CallEnded, IncomingCall, InfoReceived, OfferReceived
+from .exceptions import RemoteProtocolError
+from .offer_answer import accept_answer, make_offer, negotiate
+from .registry import CallRecord, CallRegistry
+from .sdp import SessionDescription
+from .settings import Settings
+from .transaction import Destination
+from .transport import SipTransport
+from .useragent import UserAgent
+
+__all__ = ["Server", "parse_dtmf_relay"]
+
+logger = logging.getLogger(__name__)
+
+#: How long the model may take to become ready before the call is refused.
+MODEL_READY_TIMEOUT = 5.0
+#: Send 180 Ringing when the model is not ready after this long.
+RING_AFTER = 0.2
+RETRY_AFTER = "5"
+
+
+def parse_dtmf_relay(body: bytes) -> str | None:
+    """The digit of an ``application/dtmf-relay`` INFO body (``Signal=5``)."""
+    for line in body.decode("utf-8", "replace").splitlines():
+        name, _, value = line.partition("=")
+        if name.strip().lower() == "signal":
+            digit = value.strip().upper()
+            if len(digit) == 1 and digit in "0123456789*#ABCD":
+                return digit
+            if digit in ("10", "11"):
+                return "*" if digit == "10" else "#"
+    return None
+
+
+class Server:
+    """A running sipagent: SIP transports, calls, RTP ports and the admin API."""
+
+    def __init__(self, settings: Settings, registry: CallRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or CallRegistry()
+        self.public_host = settings.effective_public_host
+        self.ua = UserAgent(
+            host=settings.sip_host,
+            port=settings.sip_port,
+            public_host=self.public_host,
+            new_token=lambda: secrets.token_hex(6),
+            user_agent=settings.user_agent,
+        )
+        self.transport = SipTransport(settings.sip_host, settings.sip_port, self._on_message)
+        self.ports = PortAllocator(settings.rtp_port_min, settings.rtp_port_max)
+        self.calls: dict[Dialog, Call] = {}
+        self.draining = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stats_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.transport.start()
+        self.ua.port = self.transport.port
+        self._stats_task = asyncio.get_running_loop().create_task(self._refresh_stats())
+        logger.info(
+            "SIP listening on %s:%d (UDP, TCP), model %s",
+            self.settings.sip_host, self.transport.port, self.settings.model,
+        )
+
+    async def stop(self, drain_timeout: float = 0.0) -> None:
+        """Refuse new calls, hang up the live ones (after up to ``drain_timeout``), close."""
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout
+        while self.calls and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        for call in list(self.calls.values()):
+            self._hangup(call, "shutdown")
+        # Give the BYEs a moment to leave and their 200s to come back.
+        for _ in range(20):
+            if not self.calls:
+                break
+            await asyncio.sleep(0.05)
+        for call in list(self.calls.values()):
+            await call.close("shutdown")
+        self.calls.clear()
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.transport.close()
+
+    # -- admin controller -------------------------------------------------------------------
+    async def hangup(self, session_id: str) -> bool:
+        for call in self.calls.values():
+            if call.session_id == session_id:
+                self._hangup(call, "admin-hangup")
+                return True
+        return False
+
+    def ready(self) -> dict[str, object]:
+        ready = self.transport.ready and not self.draining
+        return {
+            "ready": ready,
+            "sip": "up" if self.transport.ready else "down",
+            "draining": self.draining,
+            "model": self.settings.model,
+            "active_calls": len(self.calls),
+        }
+
+    # -- SIP plumbing -----------------------------------------------------------------------
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _on_message(self, data: bytes, source: Destination) -> None:
+        try:
+            self.ua.receive(data, source, self._now())
+        except Exception:  # never let one message take the transport loop down
+            logger.exception("error handling SIP message from %s", source)
+        self._pump()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.ua.handle_timer(self._now())
+        self._pump()
+
+    def _pump(self) -> None:
+        """Send what the core produced, handle its events, re-arm its timer."""
+        while True:
+            for data, destination in self.ua.messages_to_send():
+                self.transport.send(data, destination)
+            event = self.ua.next_event()
+            if event is None:
+                break
+            try:
+                self._handle_event(event)
+            except Exception:
+                logger.exception("error handling %s", type(event).__name__)
+        deadline = self.ua.get_timer()
+        if self._timer is not None and (deadline is None or self._timer.when() != deadline):
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    def _handle_event(self, event: object) -> None:
+        if isinstance(event, IncomingCall):
+            self._incoming(event)
+        elif isinstance(event, CallConfirmed):
+            self._confirmed(event)
+        elif isinstance(event, OfferReceived):
+            self._offer(event)
+        elif isinstance(event, InfoReceived):
+            call = self.calls.get(event.dialog)
+            if call is not None and event.content_type == "application/dtmf-relay":
+                digit = parse_dtmf_relay(event.body)
+                if digit is not None:
+                    call.receive_dtmf(digit)
+        elif isinstance(event, CallEnded):
+            call = self.calls.pop(event.dialog, None)
+            if call is not None:
+                call.record.end_reason = call.record.end_reason or event.reason
+                self._spawn(call.close(event.reason))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- calls --------------------------------------------------------------------------
+    def _incoming(self, event: IncomingCall) -> None:
+        dialog, now = event.dialog, self._now()
+        if self.draining:
+            self.ua.reject(dialog, 503, now, headers=(("Retry-After", RETRY_AFTER),))
+            return
+        if len(self.calls) >= self.settings.max_calls:
+            self.ua.reject(dialog, 486, now, headers=(("Retry-After", RETRY_AFTER),))
+            return
+        try:
+            port = self.ports.allocate()
+        except RuntimeError:
+            logger.warning("no free RTP port: refusing %s", dialog.call_id)
+            self.ua.reject(dialog, 503, now, headers=(("Retry-After", RETRY_AFTER),))
+            return
+        request = event.request
+        from_ = request.from_
+        identity = request.headers.get("P-Asserted-Identity")
+        record = CallRecord(
+            session_id=uuid.uuid4().hex[:12],
+            call_id=dialog.call_id,
+            from_uri=str(from_.uri),
+            to_uri=str(request.to.uri),
+            caller_number=from_.uri.user,
+            remote_addr=None,
+            created_at=time.time(),
+            model=self.settings.model,
+        )
+        if identity:
+            record.caller_number = identity
+        try:
+            model = create_model(self.settings.model, self.settings)
+        except Exception:
+            self.ports.release(port)
+            logger.exception("cannot create model %s", self.settings.model)
+            self.ua.reject(dialog, 503, now, headers=(("Retry-After", RETRY_AFTER),))
+            return
+        call = Call(
+            dialog=dialog,
+            record=record,
+            registry=self.registry,
+            model=model,
+            local_host=self.settings.sip_host,
+            rtp_port=port,
+            ports=self.ports,
+            inactivity_timeout=self.settings.rtp_inactivity_timeout,
+            hold_inactivity_timeout=self.settings.rtp_hold_inactivity_timeout,
+            on_hangup=self._hangup,
+        )
+        if event.offer is not None:
+            try:
+                offer = SessionDescription.parse(event.offer)
+                negotiated = negotiate(
+                    offer,
+                    local_host=self.public_host,
+                    local_port=port,
+                    session_id=call.sdp_session_id,
+                )
+            except RemoteProtocolError as exc:
+                self.ports.release(port)
+                warning = f'304 {self.public_host} "{exc.reason}"'
+                self.ua.reject(dialog, exc.status, now, headers=(("Warning", warning),))
+                return
+            call.negotiated = negotiated
+        self.calls[dialog] = call
+        self.registry.add(record)
+        self._spawn(self._setup(call, event.offer is None))
+
+    async def _setup(self, call: Call, late_offer: bool) -> None:
+        """Open the model while ringing, then answer (bounded wait)."""
+        dialog = call.dialog
+        loop = asyncio.get_running_loop()
+        ring = self.settings.ring_ms / 1000
+        opening = loop.create_task(call.open_model())
+        started = loop.time()
+        try:
+            done, _ = await asyncio.wait({opening}, timeout=RING_AFTER)
+            if (ring > 0 or not done) and dialog.state is DialogState.EARLY:
+                self.ua.ring(dialog, self._now())
+                self._pump()
+            await asyncio.wait_for(opening, MODEL_READY_TIMEOUT)
+            remaining = ring - (loop.time() - started)
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+        except Exception as exc:
+            call.log.warning("model not ready: %r", exc)
+            if dialog.state is DialogState.EARLY:
+                self.ua.reject(dialog, 503, self._now(), headers=(("Retry-After", RETRY_AFTER),))
+                self._pump()
+            return
+        if dialog.state is not DialogState.EARLY:
+            return  # cancelled while ringing
+        if late_offer:
+            call.sdp_version += 1
+            body = make_offer(
+                local_host=self.public_host,
+                local_port=call.rtp_port,
+                session_id=call.sdp_session_id,
+                version=call.sdp_version,
+            ).serialize().encode()
+            call.pending_offer = body
+        else:
+            assert call.negotiated is not None
+            body = bytes(call.negotiated.answer)
+            await call.start_media(call.negotiated)
+        self.ua.answer(dialog, body, self._now())
+        call.mark_answered()
+        self._pump()
+
+    def _confirmed(self, event: CallConfirmed) -> None:
+        call = self.calls.get(event.dialog)
+        if call is None or call.pending_offer is None:
+            return
+        offer = SessionDescription.parse(call.pending_offer)
+        call.pending_offer = None
+        try:
+            if event.answer is None:
+                raise RemoteProtocolError("ACK without the SDP answer to our offer", 488)
+            negotiated = accept_answer(offer, SessionDescription.parse(event.answer))
+        except RemoteProtocolError as exc:
+            call.log.warning("late-offer answer refused: %s", exc.reason)
+            self._hangup(call, "bad-sdp-answer")
+            return
+        self._spawn(call.start_media(negotiated))
+
+    def _offer(self, event: OfferReceived) -> None:
+        call = self.calls.get(event.dialog)
+        now = self._now()
+        if call is None:
+            self.ua.reject_offer(event.dialog, 481, now)
+            return
+        call.sdp_version += 1
+        if event.offer is None:
+            body = make_offer(
+                local_host=self.public_host,
+                local_port=call.rtp_port,
+                session_id=call.sdp_session_id,
+                version=call.sdp_version,
+            ).serialize().encode()
+            call.pending_offer = body
+            self.ua.answer_offer(event.dialog, body, now)
+            return
+        try:
+            negotiated = negotiate(
+                SessionDescription.parse(event.offer),
+                local_host=self.public_host,
+                local_port=call.rtp_port,
+                session_id=call.sdp_session_id,
+                version=call.sdp_version,
+            )
+        except RemoteProtocolError as exc:
+            call.sdp_version -= 1
+            call.log.info("re-offer refused: %s", exc.reason)
+            self.ua.reject_offer(event.dialog, exc.status, now)
+            return
+        self.ua.answer_offer(event.dialog, bytes(negotiated.answer), now)
+        call.apply_negotiation(negotiated)
+
+    def _hangup(self, call: Call, reason: str) -> None:
+        if call.dialog.state is DialogState.TERMINATED:
+            return
+        call.record.end_reason = reason
+        self.ua.hangup(call.dialog, self._now(), reason=reason)
+        self._pump()
+
+    async def _refresh_stats(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for call in list(self.calls.values()):
+                call.refresh_stats()
