@@ -13,7 +13,8 @@ import logging
 from dataclasses import dataclass
 
 from .exceptions import LocalProtocolError, RemoteProtocolError
-from .message import Headers, NameAddress, Request, Response, SipUri
+from .headers import NameAddress, SipUri
+from .message import Headers, Request, Response
 from .transaction import T1, T2, Destination
 
 __all__ = ["Dialog", "DialogKey", "DialogState"]

@@ -1,6 +1,6 @@
-"""SDP (RFC 8866) wire type and the RFC 3264 offer/answer for one audio stream.
+"""SDP (RFC 8866) wire types: a session description and its parts, parsed and serialized.
 
-Sans-I/O: no sockets, no clock, no randomness; session ids and versions are passed in.
+Sans-I/O: no sockets, no clock, no randomness.
 
 A :class:`SessionDescription` keeps every ``a=`` line verbatim and in order, so parsing and
 serializing an RFC-conformant description gives the same bytes back (CRLF line endings).
@@ -9,14 +9,14 @@ The structured views the negotiation needs (``rtpmap``, ``fmtp``, ``ptime``, dir
 attribute whose value we cannot understand is kept but ignored by the views.
 
 Errors are the peer's fault: :class:`SdpError` (400) for a description that is not valid
-SDP, :class:`NegotiationError` (488) for a valid one we cannot accept.
+SDP. The RFC 3264 offer/answer over these types, and its :class:`NegotiationError` (488)
+for a valid description we cannot accept, are in :mod:`sipagent.offer_answer`.
 """
 
 from __future__ import annotations
 
 import enum
 import ipaddress
-import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -31,20 +31,13 @@ __all__ = [
     "Connection",
     "Direction",
     "MediaDescription",
-    "NegotiationError",
-    "Negotiated",
     "Origin",
     "RtcpAttribute",
     "RtpMap",
     "SdpError",
     "SessionDescription",
     "Timing",
-    "accept_answer",
-    "make_offer",
-    "negotiate",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 class SdpError(RemoteProtocolError):
@@ -53,12 +46,6 @@ class SdpError(RemoteProtocolError):
     def __init__(self, reason: str, status: int = 400) -> None:
         super().__init__(reason, status)
 
-
-class NegotiationError(SdpError):
-    """The peer's SDP is valid but offers nothing we can accept (answer 488)."""
-
-    def __init__(self, reason: str, status: int = 488) -> None:
-        super().__init__(reason, status)
 
 
 class Direction(enum.StrEnum):
@@ -622,277 +609,3 @@ class SessionDescription:
 
     def __bytes__(self) -> bytes:
         return self.serialize().encode("utf-8")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Negotiated:
-    """The outcome of an offer/answer exchange for the audio stream."""
-
-    answer: SessionDescription
-    """The answer: ours from negotiate(), the peer's from accept_answer()."""
-    codec: Codec
-    """The audio codec, with the payload type the offerer chose for it."""
-    dtmf_payload_type: int | None
-    """RFC 4733 telephone-event payload type, None if not negotiated."""
-    remote_addr: tuple[str, int] | None
-    """Where to send RTP; None when the peer gave port 0 or an unspecified address (hold)."""
-    remote_rtcp_addr: tuple[str, int] | None
-    """Where to send RTCP (a=rtcp, else RTP port + 1); None when remote_addr is None."""
-    direction: Direction
-    """Our direction: whether we send and/or receive audio."""
-    ptime_ms: int
-    """Packet duration the peer wants to receive (its a=ptime, default 20)."""
-    media_index: int
-    """Index of the audio m= line in the offer and the answer."""
-
-
-_ANSWERABLE_PROTOS = ("RTP/AVP", "RTP/AVPF")
-_DEFAULT_PTIME_MS = 20
-_DTMF_EVENTS = "0-16"
-
-
-def _choose_codec(
-    media: MediaDescription, supported: Sequence[Codec], *, ours_first: bool
-) -> Codec | None:
-    """First supported codec among the offered formats, in our order or in theirs."""
-    offered = [(pt, media.rtpmap_for(pt)) for pt in media.payload_types]
-    pairs = (
-        [(codec, pt, rtpmap) for codec in supported for pt, rtpmap in offered]
-        if ours_first
-        else [(codec, pt, rtpmap) for pt, rtpmap in offered for codec in supported]
-    )
-    for codec, pt, rtpmap in pairs:
-        if rtpmap is not None and rtpmap.matches(codec):
-            return Codec(codec.name, pt, codec.clock_rate)
-    return None
-
-
-def _dtmf_payload_type(media: MediaDescription, clock_rate: int) -> int | None:
-    event = Codec(TELEPHONE_EVENT.name, TELEPHONE_EVENT.payload_type, clock_rate)
-    for pt in media.payload_types:
-        rtpmap = media.rtpmap_for(pt)
-        if rtpmap is not None and rtpmap.matches(event):
-            return pt
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class _RemoteMedia:
-    direction: Direction
-    addr: tuple[str, int] | None
-    rtcp_addr: tuple[str, int] | None
-    ptime_ms: int
-
-
-def _remote_media(description: SessionDescription, media: MediaDescription) -> _RemoteMedia:
-    """What the peer's m= section says about its side of the stream."""
-    connection = description.connection_for(media)
-    if connection is None:
-        raise SdpError("no c= line for the audio stream")
-    declared = description.direction_for(media)
-    # RFC 3264 section 8.4: c=0.0.0.0 is the RFC 2543 way of saying "do not send to me".
-    receives = declared.receives and not connection.unspecified
-    direction = Direction.from_flags(send=declared.sends, recv=receives)
-    addr: tuple[str, int] | None = None
-    rtcp_addr: tuple[str, int] | None = None
-    if media.port != 0 and not connection.unspecified:
-        addr = (connection.address, media.port)
-        rtcp = media.rtcp
-        if rtcp is not None:
-            rtcp_host = rtcp.connection.address if rtcp.connection else connection.address
-            rtcp_addr = (rtcp_host, rtcp.port)
-        elif media.port < 65535:
-            rtcp_addr = (connection.address, media.port + 1)
-    ptime = media.ptime or _DEFAULT_PTIME_MS
-    if media.maxptime is not None:
-        ptime = min(ptime, media.maxptime)
-    return _RemoteMedia(direction, addr, rtcp_addr, ptime)
-
-
-def _audio_media(
-    *,
-    local_port: int,
-    proto: str,
-    codecs: Sequence[Codec],
-    dtmf_payload_type: int | None,
-    direction: Direction,
-) -> MediaDescription:
-    formats = [codec.payload_type for codec in codecs]
-    attributes = [Attribute("rtpmap", f"{c.payload_type} {c.name}/{c.clock_rate}") for c in codecs]
-    if dtmf_payload_type is not None:
-        formats.append(dtmf_payload_type)
-        event = f"{dtmf_payload_type} {TELEPHONE_EVENT.name}/{TELEPHONE_EVENT.clock_rate}"
-        attributes.append(Attribute("rtpmap", event))
-        attributes.append(Attribute("fmtp", f"{dtmf_payload_type} {_DTMF_EVENTS}"))
-    attributes.append(Attribute("ptime", str(_DEFAULT_PTIME_MS)))
-    attributes.append(Attribute(direction.value))
-    return MediaDescription(
-        media="audio",
-        port=local_port,
-        proto=proto,
-        formats=tuple(str(pt) for pt in formats),
-        attributes=tuple(attributes),
-    )
-
-
-def _local_description(
-    *, local_host: str, session_id: int, version: int, media: Sequence[MediaDescription]
-) -> SessionDescription:
-    connection = Connection.for_host(local_host)
-    return SessionDescription(
-        origin=Origin("-", session_id, version, local_host, connection.address_type),
-        session_name="sipagent",
-        connection=connection,
-        media=tuple(media),
-    )
-
-
-def negotiate(
-    offer: SessionDescription,
-    *,
-    local_host: str,
-    local_port: int,
-    session_id: int,
-    version: int = 0,
-    supported: Sequence[Codec] = (PCMU, PCMA),
-    dtmf: bool = True,
-    direction: Direction = Direction.SENDRECV,
-) -> Negotiated:
-    """Answer an offer (RFC 3264): accept the first usable audio stream, reject the rest.
-
-    The codec is the first of ``supported`` (our preference) that the offer lists.
-    ``direction`` is what we want locally (e.g. sendonly to put the peer on hold); the
-    answer's direction is that restricted by the offer's. Raise NegotiationError (488)
-    when no plain-RTP audio stream with a common codec is offered, SdpError (400) when
-    the chosen stream has no connection address.
-    """
-    chosen: tuple[int, MediaDescription, Codec] | None = None
-    reasons: list[str] = []
-    for index, media in enumerate(offer.media):
-        if media.media.lower() != "audio" or media.port == 0:
-            continue
-        if media.is_secure:
-            reasons.append(f"{media.proto} (SRTP) is not supported")
-            continue
-        if media.proto.upper() not in _ANSWERABLE_PROTOS:
-            reasons.append(f"transport {media.proto} is not supported")
-            continue
-        codec = _choose_codec(media, supported, ours_first=True)
-        if codec is None:
-            reasons.append("no common codec")
-            continue
-        chosen = (index, media, codec)
-        break
-    if chosen is None:
-        raise NegotiationError(reasons[0] if reasons else "no audio stream offered")
-
-    index, offered, codec = chosen
-    remote = _remote_media(offer, offered)
-    our_direction = remote.direction.reversed().restrict(direction)
-    dtmf_payload_type = _dtmf_payload_type(offered, codec.clock_rate) if dtmf else None
-    answer_media = [
-        _audio_media(
-            local_port=local_port,
-            proto=offered.proto,
-            codecs=[codec],
-            dtmf_payload_type=dtmf_payload_type,
-            direction=our_direction,
-        )
-        if position == index
-        else MediaDescription(media=media.media, port=0, proto=media.proto, formats=media.formats)
-        for position, media in enumerate(offer.media)
-    ]
-    answer = _local_description(
-        local_host=local_host, session_id=session_id, version=version, media=answer_media
-    )
-    logger.debug(
-        "negotiated %s pt=%d dtmf=%s direction=%s remote=%s",
-        codec.name,
-        codec.payload_type,
-        dtmf_payload_type,
-        our_direction,
-        remote.addr,
-    )
-    return Negotiated(
-        answer=answer,
-        codec=codec,
-        dtmf_payload_type=dtmf_payload_type,
-        remote_addr=remote.addr,
-        remote_rtcp_addr=remote.rtcp_addr,
-        direction=our_direction,
-        ptime_ms=remote.ptime_ms,
-        media_index=index,
-    )
-
-
-def make_offer(
-    *,
-    local_host: str,
-    local_port: int,
-    session_id: int,
-    version: int,
-    direction: Direction = Direction.SENDRECV,
-    supported: Sequence[Codec] = (PCMU, PCMA),
-    dtmf: bool = True,
-) -> SessionDescription:
-    """Our offer, for an INVITE that came without SDP (late offer): PCMU, PCMA, PT 101 events."""
-    media = _audio_media(
-        local_port=local_port,
-        proto="RTP/AVP",
-        codecs=supported,
-        dtmf_payload_type=TELEPHONE_EVENT.payload_type if dtmf else None,
-        direction=direction,
-    )
-    return _local_description(
-        local_host=local_host, session_id=session_id, version=version, media=[media]
-    )
-
-
-def accept_answer(offer: SessionDescription, answer: SessionDescription) -> Negotiated:
-    """Check the peer's answer (e.g. in the ACK) to our offer and read the agreed stream.
-
-    The codec is the first format of the answer that we offered and support (the answerer's
-    preference, RFC 3264 section 7). Raise NegotiationError if the answer does not match
-    the offer or rejects the audio stream.
-    """
-    if len(answer.media) != len(offer.media):
-        raise NegotiationError(
-            f"answer has {len(answer.media)} m= lines, the offer had {len(offer.media)}"
-        )
-    index = next(
-        (i for i, media in enumerate(offer.media) if media.media == "audio" and media.port),
-        None,
-    )
-    if index is None:
-        raise NegotiationError("the offer has no audio stream")
-    offered, answered = offer.media[index], answer.media[index]
-    if answered.port == 0:
-        raise NegotiationError("the answer rejected the audio stream")
-    if answered.proto.upper() != offered.proto.upper() or answered.media != offered.media:
-        raise NegotiationError("the answer does not match the offered audio stream")
-    offered_rtpmaps = (offered.rtpmap_for(pt) for pt in offered.payload_types)
-    ours = [
-        Codec(rtpmap.encoding_name.upper(), rtpmap.payload_type, rtpmap.clock_rate)
-        for rtpmap in offered_rtpmaps
-        if rtpmap is not None and rtpmap.encoding_name.lower() != TELEPHONE_EVENT.name
-    ]
-    codec = _choose_codec(answered, ours, ours_first=False)
-    if codec is None:
-        raise NegotiationError("the answer has no codec from the offer")
-    remote = _remote_media(answer, answered)
-    our_direction = remote.direction.reversed().restrict(offer.direction_for(offered))
-    dtmf_payload_type = (
-        _dtmf_payload_type(answered, codec.clock_rate)
-        if _dtmf_payload_type(offered, codec.clock_rate) is not None
-        else None
-    )
-    return Negotiated(
-        answer=answer,
-        codec=codec,
-        dtmf_payload_type=dtmf_payload_type,
-        remote_addr=remote.addr,
-        remote_rtcp_addr=remote.rtcp_addr,
-        direction=our_direction,
-        ptime_ms=remote.ptime_ms,
-        media_index=index,
-    )

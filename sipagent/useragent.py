@@ -1,10 +1,10 @@
 """The SIP user agent core: a sans-I/O UAS (and in-dialog UAC) for many calls at once.
 
 Feed it what arrives with :meth:`UserAgent.receive` (bytes, source, ``now``), take what
-to send from :meth:`UserAgent.messages_to_send`, events from :meth:`UserAgent.next_event`,
-and drive time with :meth:`get_timer` / :meth:`handle_timer`. The transaction user (the
-call layer) answers events with :meth:`ring`, :meth:`answer`, :meth:`reject`,
-:meth:`answer_offer`, :meth:`reject_offer` and :meth:`hangup`.
+to send from :meth:`UserAgent.messages_to_send`, events (:mod:`sipagent.events`) from
+:meth:`UserAgent.next_event`, and drive time with :meth:`get_timer` / :meth:`handle_timer`.
+The transaction user (the call layer) answers events with :meth:`ring`, :meth:`answer`,
+:meth:`reject`, :meth:`answer_offer`, :meth:`reject_offer` and :meth:`hangup`.
 
 What the core answers on its own: retransmissions, OPTIONS, CANCEL (200 + 487), unknown
 dialogs (481), unsupported methods (405/501), extensions (420), media types (415/406),
@@ -16,19 +16,25 @@ from __future__ import annotations
 import logging
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from .dialog import Dialog, DialogKey, DialogState
+from .events import (
+    CallConfirmed,
+    CallEnded,
+    IncomingCall,
+    InfoReceived,
+    OfferReceived,
+    UaEvent,
+)
 from .exceptions import LocalProtocolError, MessageParseError, RemoteProtocolError
+from .headers import Via, split_header_values
 from .message import (
     FramedError,
     Headers,
     Request,
     Response,
-    Via,
     make_response,
     parse_message,
-    split_header_values,
     validate_request,
 )
 from .transaction import (
@@ -40,16 +46,7 @@ from .transaction import (
     TxState,
 )
 
-__all__ = [
-    "ALLOWED_METHODS",
-    "CallConfirmed",
-    "CallEnded",
-    "IncomingCall",
-    "InfoReceived",
-    "OfferReceived",
-    "UaEvent",
-    "UserAgent",
-]
+__all__ = ["ALLOWED_METHODS", "UserAgent"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,65 +58,6 @@ _KNOWN_METHODS = frozenset(
 #: Option tags we implement (none yet: no 100rel, no session timers, no Replaces).
 SUPPORTED: tuple[str, ...] = ()
 _SDP = "application/sdp"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IncomingCall:
-    """A new INVITE: answer with ring/answer/reject on its dialog."""
-
-    dialog: Dialog
-    """The early dialog (our tag chosen)."""
-    request: Request
-    """The INVITE."""
-    offer: bytes | None
-    """SDP offer, or None for a late offer (we must offer in the 200)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallConfirmed:
-    """The ACK of our 2xx arrived: media may flow (again, after a re-INVITE's 2xx)."""
-
-    dialog: Dialog
-    """The confirmed dialog."""
-    answer: bytes | None
-    """SDP answer carried by the ACK (late offer, also in a re-INVITE), else None."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OfferReceived:
-    """A re-INVITE or UPDATE inside a dialog: answer with answer_offer / reject_offer."""
-
-    dialog: Dialog
-    """The dialog it belongs to."""
-    method: str
-    """``INVITE`` or ``UPDATE``."""
-    offer: bytes | None
-    """The new SDP offer; None for a re-INVITE without SDP (we offer in the 200)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class InfoReceived:
-    """An INFO inside a dialog (already answered 200)."""
-
-    dialog: Dialog
-    """The dialog it belongs to."""
-    content_type: str
-    """Its Content-Type, lower-case, without parameters."""
-    body: bytes
-    """Its body."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallEnded:
-    """A dialog ended; no more events for it."""
-
-    dialog: Dialog
-    """The ended dialog."""
-    reason: str
-    """``remote-bye``, ``local-bye``, ``cancelled``, ``rejected``, ``ack-timeout``."""
-
-
-UaEvent = IncomingCall | CallConfirmed | OfferReceived | InfoReceived | CallEnded
 
 _ServerTxKey = tuple[str, str, int, str]
 _ServerTx = ServerInviteTransaction | ServerNonInviteTransaction

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from sipagent.events import IncomingCall, UaEvent
 from sipagent.message import FramedError, Request, Response, parse_message
 from sipagent.transaction import Destination
-from sipagent.useragent import IncomingCall, UaEvent, UserAgent
+from sipagent.useragent import UserAgent
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "rfc4475"
 SOURCE = Destination("udp", "192.0.2.99", 5060)
