@@ -24,6 +24,7 @@ from .call import Call
 from .dialog import Dialog, DialogState
 from .events import CallConfirmed, CallEnded, IncomingCall, InfoReceived, OfferReceived
 from .exceptions import RemoteProtocolError
+from .headers import NameAddress, split_header_values
 from .offer_answer import accept_answer, make_offer, negotiate
 from .registry import CallRecord, CallRegistry
 from .sdp import SessionDescription
@@ -219,7 +220,13 @@ class Server:
             model=self.settings.model,
         )
         if identity:
-            record.caller_number = identity
+            # The network-asserted caller (RFC 3325) wins over the From header.
+            try:
+                asserted = NameAddress.parse(split_header_values(identity)[0]).uri
+            except RemoteProtocolError:
+                logger.debug("ignoring unparseable P-Asserted-Identity %r", identity)
+            else:
+                record.caller_number = asserted.user or asserted.opaque or record.caller_number
         try:
             model = create_model(self.settings.model, self.settings)
         except Exception:

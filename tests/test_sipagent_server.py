@@ -278,6 +278,16 @@ async def test_cancel_while_ringing() -> None:
         await server.stop()
 
 
+async def test_caller_number_prefers_p_asserted_identity(
+    server: Server, phone: Softphone
+) -> None:
+    await phone.call(extra=(("P-Asserted-Identity", '"Ana" <tel:+5511999990000>'),))
+    record = server.registry.active()[0]
+    assert record.caller_number == "+5511999990000"
+    assert record.from_uri.startswith("sip:phone@127.0.0.1")
+    await phone.hangup()
+
+
 def test_parse_dtmf_relay() -> None:
     assert parse_dtmf_relay(b"Signal=5\r\nDuration=160\r\n") == "5"
     assert parse_dtmf_relay(b"Signal= #\r\n") == "#"

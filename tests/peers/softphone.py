@@ -126,9 +126,10 @@ class Softphone:
     def offer(self, direction: str = "sendrecv") -> str:
         return OFFER.format(port=self.rtp_port, formats=self.formats, direction=direction)
 
-    async def call(self, *, body: str | None = None) -> Response:
+    async def call(self, *, body: str | None = None,
+                   extra: tuple[tuple[str, str], ...] = ()) -> Response:
         """INVITE, wait for the final response, ACK it (2xx: new transaction)."""
-        invite = self.request("INVITE", self.offer() if body is None else body)
+        invite = self.request("INVITE", self.offer() if body is None else body, extra=extra)
         self.send(invite)
         final = await self.final_response()
         if 200 <= final.status < 300:
