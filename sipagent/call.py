@@ -27,6 +27,7 @@ from bridge.base import (
     Transcript,
 )
 from rtp.endpoint import PortAllocator, RtpEndpoint
+from rtp.pacer import PlayoutQueue
 from rtp.session import AudioReceived, DtmfReceived, MediaTimeout, RtpSession
 
 from .dialog import Dialog
@@ -37,6 +38,11 @@ from .sdp import Direction
 __all__ = ["Call", "CallLogAdapter"]
 
 logger = logging.getLogger(__name__)
+
+
+def _is_hold(direction: Direction) -> bool:
+    """Whether our negotiated direction means one side holds the other."""
+    return not direction.sends or not direction.receives
 
 
 class CallLogAdapter(logging.LoggerAdapter[logging.Logger]):
@@ -88,6 +94,9 @@ class Call:
         self._port_owned_by_endpoint = False
         self._model_open = False
         self._media_started = False
+        # Frames pushed per model item since the last barge-in, in push order: the item
+        # the caller interrupts may still be entirely queued (nothing of it played yet).
+        self._queued_items: dict[str, int] = {}
 
     @property
     def session_id(self) -> str:
@@ -104,10 +113,16 @@ class Call:
             codec=codec,
         )
         await self.model.open(context, self._on_model_event)
+        if self._closed:  # the call ended while the model was connecting
+            await self.model.close()
+            return
         self._model_open = True
 
     async def start_media(self, negotiated: Negotiated) -> None:
         """Bind the RTP socket pair and start the stream (after the 200 OK is sent)."""
+        if self._closed:
+            # close() already released our port; it may belong to another call by now.
+            return
         self.apply_negotiation(negotiated)
         loop = asyncio.get_running_loop()
         session = RtpSession(
@@ -138,6 +153,7 @@ class Call:
         self.record.remote_addr = negotiated.remote_addr
         if self.endpoint is not None:
             loop = asyncio.get_running_loop()
+            self.endpoint.session.dtmf_payload_type = negotiated.dtmf_payload_type
             if negotiated.remote_addr is not None:
                 self.endpoint.session.set_remote(
                     negotiated.remote_addr, loop.time(), rtcp_addr=negotiated.remote_rtcp_addr
@@ -146,7 +162,7 @@ class Call:
         self.registry.touch(self.record)
 
     def _apply_direction(self, direction: Direction) -> None:
-        held = not direction.sends or not direction.receives
+        held = _is_hold(direction)
         if self.endpoint is not None:
             self.endpoint.session.set_direction(send=direction.sends, recv=direction.receives)
             self.endpoint.session.set_inactivity_timeout(
@@ -156,7 +172,8 @@ class Call:
             self.record.state = CallState.HELD if held else CallState.ANSWERED
 
     def mark_answered(self) -> None:
-        self.record.state = CallState.ANSWERED
+        held = self.negotiated is not None and _is_hold(self.negotiated.direction)
+        self.record.state = CallState.HELD if held else CallState.ANSWERED
         self.record.answered_at = time.time()
         self.registry.touch(self.record)
 
@@ -181,12 +198,13 @@ class Call:
         endpoint = self.endpoint
         if isinstance(event, AudioOut):
             if endpoint is not None:
-                endpoint.session.playout.push(event.payload, event.item_id)
+                self._queue_audio(endpoint.session.playout, event)
         elif isinstance(event, SpeechStarted):
             if endpoint is not None:
-                item = endpoint.session.playout.current_item
-                endpoint.session.playout.flush()
-                played = endpoint.session.playout.played_ms(item) if item else 0
+                playout = endpoint.session.playout
+                item, played = self._interrupted_item(playout)
+                playout.flush()
+                self._queued_items.clear()
                 self.model.audio_interrupted(item, played)
         elif isinstance(event, SpeechStopped):
             pass
@@ -203,6 +221,29 @@ class Call:
         elif isinstance(event, ModelClosed):
             self.log.info("model closed: %s", event.reason)
             self._on_hangup(self, "model-closed")
+
+    def _queue_audio(self, playout: PlayoutQueue, event: AudioOut) -> None:
+        item = event.item_id
+        if item is not None:
+            queued = self._queued_items
+            if item not in queued:
+                # Forget the items already heard in full; keeps this to a few entries.
+                frame_ms = playout.frame_ms
+                heard = [i for i, n in queued.items() if playout.played_ms(i) >= n * frame_ms]
+                for done in heard:
+                    del queued[done]
+            queued[item] = queued.get(item, 0) + 1
+        playout.push(event.payload, item)
+
+    def _interrupted_item(self, playout: PlayoutQueue) -> tuple[str | None, int]:
+        """The item the caller talks over and how much of it was sent (ms)."""
+        for item, frames in self._queued_items.items():
+            played = playout.played_ms(item)
+            if played < frames * playout.frame_ms:
+                return item, played
+        # Everything queued was sent; the model may still be producing the current item.
+        current = playout.current_item
+        return current, playout.played_ms(current) if current is not None else 0
 
     # -- statistics and teardown ------------------------------------------------------------
     def refresh_stats(self) -> None:

@@ -23,14 +23,10 @@ async def run(settings: Settings) -> None:
 
     from .server import Server
 
-    server = Server(settings)
-    await server.start()
-    admin = await start_admin(
-        create_app(server.registry, server), settings.admin_host, settings.admin_port
-    )
-    logger.info("admin on %s", admin.url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    server = Server(settings)
     signals = 0
 
     def on_signal() -> None:
@@ -39,20 +35,41 @@ async def run(settings: Settings) -> None:
         if signals == 1:
             logger.info("stopping: draining live calls (signal again to stop at once)")
             stop.set()
-        else:
-            server.draining = True
-            for task in asyncio.all_tasks(loop):
-                if task is not asyncio.current_task(loop):
-                    task.cancel()
+        elif signals == 2 and main_task is not None:
+            # Only the drain is cut short: the calls are still hung up and the ports closed.
+            logger.warning("stopping at once")
+            main_task.cancel()
 
+    # Before anything listens: a signal during start-up must not kill the process outright.
+    handled: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, on_signal)
+            handled.append(sig)
     try:
-        await stop.wait()
-        await server.stop(drain_timeout=settings.drain_timeout)
+        await server.start()
+        try:
+            admin = await start_admin(
+                create_app(server.registry, server), settings.admin_host, settings.admin_port
+            )
+        except BaseException:
+            await server.stop()
+            raise
+        logger.info("admin on %s", admin.url)
+        try:
+            await stop.wait()
+            await server.stop(drain_timeout=settings.drain_timeout)
+        except asyncio.CancelledError:
+            if signals < 2 or main_task is None:
+                raise
+            main_task.uncancel()
+            await server.stop()
+            raise
+        finally:
+            await admin.stop()
     finally:
-        await admin.stop()
+        for sig in handled:
+            loop.remove_signal_handler(sig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,9 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         runner = asyncio.run
     else:
         runner = uvloop.run
+    from admin.server import AdminStartupError
+
     try:
         runner(run(settings))
-    except OSError as exc:
+    except (OSError, AdminStartupError) as exc:
         print(f"sipagent: cannot start: {exc}", file=sys.stderr)
         return 1
     except asyncio.CancelledError:

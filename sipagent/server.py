@@ -25,9 +25,9 @@ from .dialog import Dialog, DialogState
 from .events import CallConfirmed, CallEnded, IncomingCall, InfoReceived, OfferReceived
 from .exceptions import RemoteProtocolError
 from .headers import NameAddress, split_header_values
-from .offer_answer import accept_answer, make_offer, negotiate
+from .offer_answer import Negotiated, accept_answer, make_offer, negotiate
 from .registry import CallRecord, CallRegistry
-from .sdp import SessionDescription
+from .sdp import PCMA, PCMU, SessionDescription
 from .settings import Settings
 from .transaction import Destination
 from .transport import SipTransport
@@ -301,7 +301,15 @@ class Server:
         else:
             assert call.negotiated is not None
             body = bytes(call.negotiated.answer)
-            await call.start_media(call.negotiated)
+            try:
+                await call.start_media(call.negotiated)
+            except OSError as exc:  # another process holds the allocated port pair
+                call.log.warning("cannot bind RTP port %d: %s", call.rtp_port, exc)
+                if dialog.state is DialogState.EARLY:
+                    headers = (("Retry-After", RETRY_AFTER),)
+                    self.ua.reject(dialog, 503, self._now(), headers=headers)
+                    self._pump()
+                return
         self.ua.answer(dialog, body, self._now())
         call.mark_answered()
         self._pump()
@@ -320,7 +328,14 @@ class Server:
             call.log.warning("late-offer answer refused: %s", exc.reason)
             self._hangup(call, "bad-sdp-answer")
             return
-        self._spawn(call.start_media(negotiated))
+        self._spawn(self._start_late_media(call, negotiated))
+
+    async def _start_late_media(self, call: Call, negotiated: Negotiated) -> None:
+        try:
+            await call.start_media(negotiated)
+        except OSError as exc:
+            call.log.warning("cannot bind RTP port %d: %s", call.rtp_port, exc)
+            self._hangup(call, "rtp-port-unavailable")
 
     def _offer(self, event: OfferReceived) -> None:
         call = self.calls.get(event.dialog)
@@ -339,6 +354,8 @@ class Server:
             call.pending_offer = body
             self.ua.answer_offer(event.dialog, body, now)
             return
+        # The RTP session keeps the codec chosen at set-up: a re-offer must include it.
+        supported = (call.negotiated.codec,) if call.negotiated else (PCMU, PCMA)
         try:
             negotiated = negotiate(
                 SessionDescription.parse(event.offer),
@@ -346,6 +363,7 @@ class Server:
                 local_port=call.rtp_port,
                 session_id=call.sdp_session_id,
                 version=call.sdp_version,
+                supported=supported,
             )
         except RemoteProtocolError as exc:
             call.sdp_version -= 1
