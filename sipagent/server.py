@@ -71,7 +71,11 @@ class Server:
             new_token=lambda: secrets.token_hex(6),
             user_agent=settings.user_agent,
         )
-        self.transport = SipTransport(settings.sip_host, settings.sip_port, self._on_message)
+        # A TCP connection may carry a live call with no SIP traffic for a long time: only
+        # close it when idle for longer than any reasonable call.
+        self.transport = SipTransport(
+            settings.sip_host, settings.sip_port, self._on_message, tcp_idle_timeout=4 * 3600.0
+        )
         self.ports = PortAllocator(settings.rtp_port_min, settings.rtp_port_max)
         self.calls: dict[Dialog, Call] = {}
         self.draining = False
