@@ -50,7 +50,14 @@ def _create_echo(settings: object | None) -> ModelSession:
     return EchoModel()
 
 
-MODEL_FACTORIES: dict[str, ModelFactory] = {"echo": _create_echo}
+def _create_openai(settings: object | None) -> ModelSession:
+    # Imported on first use: the openai SDK is a heavy import the echo model does not need.
+    from .openai_realtime import create_openai_model
+
+    return create_openai_model(settings)
+
+
+MODEL_FACTORIES: dict[str, ModelFactory] = {"echo": _create_echo, "openai": _create_openai}
 """Known backends by name."""
 
 

@@ -144,5 +144,5 @@ def test_register_model_passes_settings() -> None:
 
 def test_unknown_name_lists_registered_models(restore_factories: object) -> None:
     register_model("silent", lambda settings: SilentModel())
-    with pytest.raises(ValueError, match="echo, silent"):
+    with pytest.raises(ValueError, match="echo, openai, silent"):
         create_model("nope")
