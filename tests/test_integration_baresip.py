@@ -14,13 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sipagent.registry import CallRegistry
 from sipagent.server import Server
-from sipagent.settings import load_settings
 from tests.peers.audio import cross_correlate, is_silence, read_wav, write_wav
-from tests.peers.baresip_peer import Baresip, baresip_available, free_udp_range
-from tests.peers.sipp import free_udp_port
-from tests.test_sipagent_server import wait_for
+from tests.peers.baresip_peer import Baresip, baresip_available
+from tests.peers.harness import start_server, wait_for
 
 pytestmark = pytest.mark.skipif(
     not baresip_available(),
@@ -33,12 +30,9 @@ SPEECH_SECONDS = 3.0
 
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
-    # RTP ports in 16000-17999 that are free right now: below the ephemeral range, away from the
-    # other modules' servers (30000+) and benchmarks (20000-29999) that may run at the same time.
-    base = free_udp_range(16000, 18000, 42)
-    settings = load_settings(sip_port=free_udp_port(), rtp_port_min=base, rtp_port_max=base + 40)
-    server = Server(settings, CallRegistry())
-    await server.start()
+    # RTP ports below the ephemeral range and away from the other modules' servers; baresip's
+    # own RTP ports are 18000-19999.
+    server = await start_server(rtp_window=(16000, 18000))
     yield server
     await server.stop()
 

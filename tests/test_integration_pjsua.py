@@ -32,15 +32,13 @@ from typing import Any
 
 import pytest
 
-from sipagent.registry import CallRecord, CallRegistry
+from sipagent.registry import CallRecord
 from sipagent.server import Server
-from sipagent.settings import load_settings
 from tests.peers.audio import cross_correlate, is_silence, read_wav, rms
-from tests.peers.baresip_peer import free_udp_range
+from tests.peers.harness import start_server, wait_for
 from tests.peers.pcap import RtpRecord, capture, read_rtp, rtp_payloads
 from tests.peers.pjsua_peer import PeerResult, run_caller, start_echo_server
 from tests.peers.sipp import free_udp_port
-from tests.test_sipagent_server import wait_for
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("pjsua2") is None, reason="pjsua2-python not installed"
@@ -55,23 +53,10 @@ MAX_DRIFT_MS = 40.0  # ... with lags no further apart than this
 CAN_CAPTURE = shutil.which("dumpcap") is not None and os.geteuid() == 0
 
 
-async def start_server(**overrides: Any) -> Server:
-    """Like tests.test_sipagent_server.start_server, but with RTP ports in 10000-15999 that are
-    free right now: below the ephemeral range (PJSIP's media ports), away from the 30000+ ranges
-    of other test modules and the 20000-29999 of the benchmarks that may run at the same time (a
-    port bound elsewhere fails the call: see test_a_busy_rtp_port_does_not_stall_the_call)."""
-    base = free_udp_range(10000, 16000, 42)
-    settings = load_settings(
-        sip_port=free_udp_port(), rtp_port_min=base, rtp_port_max=base + 40, **overrides
-    )
-    server = Server(settings, CallRegistry())
-    await server.start()
-    return server
-
-
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
-    server = await start_server()
+    # RTP ports below the ephemeral range (PJSIP's media ports), away from other modules'.
+    server = await start_server(rtp_window=(10000, 16000))
     yield server
     await server.stop()
 

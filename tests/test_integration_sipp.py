@@ -16,23 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import re
 import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from sipagent.dialog import DialogState
-from sipagent.registry import CallRecord, CallRegistry, CallState
+from sipagent.registry import CallRecord, CallState
 from sipagent.server import Server
-from sipagent.settings import load_settings
 from sipagent.transaction import Destination
-from tests.peers.sipp import SippResult, free_port, run_sipp, sipp_available, start_sipp
+from tests.peers.harness import start_server, wait_for
+from tests.peers.sipp import SippResult, run_sipp, sipp_available, start_sipp
 
 pytestmark = pytest.mark.skipif(not sipp_available(), reason="sipp (sip-tester) not installed")
 
@@ -45,52 +43,6 @@ LOCALHOST = "127.0.0.1"
 
 ServerFactory = Callable[..., Awaitable[Server]]
 RTP_SPAN = 200
-
-
-def _free_rtp_range() -> int:
-    """A base port B with B..B+RTP_SPAN-1 free for UDP, below the kernel's ephemeral range.
-
-    Not tests/test_sipagent_server.start_server's fixed 30000 + 200 n: other test processes on
-    this host use those, and SIPp's media ports come from the ephemeral range (32768+).
-    """
-    for _attempt in range(50):
-        base = random.randrange(23000, 32000 - RTP_SPAN, 2)
-        probes: list[socket.socket] = []
-        try:
-            for port in range(base, base + RTP_SPAN):
-                probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                probes.append(probe)
-                probe.bind((LOCALHOST, port))
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
-        return base
-    raise RuntimeError("no free RTP port range")
-
-
-async def start_server(**overrides: object) -> Server:
-    """Like tests/test_sipagent_server.start_server: a SIP port free for both UDP and TCP (the
-    server listens on both), a private RTP range. Retried when another process takes a port
-    between the probe and the bind."""
-    for attempt in range(5):
-        base = _free_rtp_range()
-        settings_overrides: dict[str, Any] = {
-            "sip_port": free_port(udp=True, tcp=True),
-            "rtp_port_min": base,
-            "rtp_port_max": base + RTP_SPAN - 2,
-        }
-        settings_overrides.update(overrides)
-        server = Server(load_settings(**settings_overrides), CallRegistry())
-        try:
-            await server.start()
-        except OSError:
-            if attempt == 4:
-                raise
-            continue
-        return server
-    raise AssertionError("unreachable")
 
 
 @pytest.fixture
@@ -122,15 +74,6 @@ async def sipp(
     return await asyncio.to_thread(
         run_sipp, scenario, remote=(LOCALHOST, server.transport.port), **options
     )
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"not met within {timeout} s: {what or condition}")
-        await asyncio.sleep(0.02)
 
 
 async def wait_idle(server: Server, timeout: float = 5.0) -> None:

@@ -12,7 +12,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -30,8 +30,10 @@ from bridge.base import (
     Transcript,
 )
 from bridge.echo import EchoModel
+from bridge.fallback import FALLBACK_TEXT, fallback_frames
+from bridge.realtime import ToolCallFinished
 from rtp.endpoint import PortAllocator
-from sipagent.call import Call
+from sipagent.call import Call, ModelLink, ObservationHandler, WatchedPlayout
 from sipagent.dialog import Dialog
 from sipagent.message import Request, parse_message
 from sipagent.offer_answer import Negotiated, negotiate
@@ -136,10 +138,14 @@ class ScriptedModel(ModelSession):
     closes: int = 0
     fail_close: bool = False
     gate: asyncio.Event | None = None
+    fail_open: Exception | None = None
+    observer: ObservationHandler | None = None
 
     async def open(self, context: CallContext, sink: ModelSink) -> None:
         if self.gate is not None:
             await self.gate.wait()
+        if self.fail_open is not None:
+            raise self.fail_open
         self.context = context
         self.sink = sink
 
@@ -191,10 +197,25 @@ class Harness:
     ports: PortAllocator
     peer: MediaPeer
     hangups: list[str] = field(default_factory=list)
+    transfers: list[tuple[str, str]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
+    models: list[ScriptedModel] = field(default_factory=list)
+    """Sessions made by :meth:`factory`, in order."""
 
-    def call(self, model: ModelSession, *, inactivity: float = 30.0,
-             hold_inactivity: float = 3600.0) -> Call:
+    def factory(self, *, fail_open: Exception | None = None) -> Callable[..., ModelSession]:
+        """A model factory making ScriptedModels (failing to open when told to)."""
+
+        def make(observer: ObservationHandler) -> ModelSession:
+            model = ScriptedModel(fail_open=fail_open, observer=observer)
+            self.models.append(model)
+            return model
+
+        return make
+
+    def call(self, model: ModelSession | None = None, *, inactivity: float = 30.0,
+             hold_inactivity: float = 3600.0,
+             model_factory: Callable[..., ModelSession] | None = None,
+             max_reconnects: int = 0, transfer_target: str | None = None) -> Call:
         invite = invite_for(self.peer.port)
         dialog = Dialog(invite, local_tag="agent1", transport="udp",
                         source=Destination("udp", LOCALHOST, 5099),
@@ -206,14 +227,17 @@ class Harness:
             to_uri=str(invite.to.uri),
             caller_number=invite.from_.uri.user,
             created_at=time.time(),
-            model=model.name,
+            model="scripted" if model is None else model.name,
         )
         self.registry.add(record)
         call = Call(
             dialog=dialog, record=record, registry=self.registry, model=model,
-            local_host=LOCALHOST, rtp_port=self.ports.allocate(), ports=self.ports,
+            model_factory=model_factory, local_host=LOCALHOST,
+            rtp_port=self.ports.allocate(), ports=self.ports,
             inactivity_timeout=inactivity, hold_inactivity_timeout=hold_inactivity,
             on_hangup=lambda _call, reason: self.hangups.append(reason),
+            open_timeout=2.0, max_reconnects=max_reconnects, transfer_target=transfer_target,
+            on_transfer=lambda _call, target, reason: self.transfers.append((target, reason)),
         )
         self.calls.append(call)
         return call
@@ -395,23 +419,239 @@ async def test_barge_in_after_the_queue_ran_dry_reports_the_item_in_full(
 
 # -- model failures ---------------------------------------------------------------------------
 
+SHORT_PROMPT = tuple(bytes([0x60 + i]) * 160 for i in range(5))
 
-async def test_fatal_model_error_hangs_up(harness: Harness) -> None:
+
+@pytest.fixture
+def short_prompt(monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, ...]:
+    """A 100 ms fallback prompt, so failure tests do not sit through the real 4.5 s one."""
+    monkeypatch.setattr("sipagent.call.fallback_frames", lambda codec: SHORT_PROMPT)
+    return SHORT_PROMPT
+
+
+def system_lines(call: Call) -> list[tuple[object, object]]:
+    return [(line["event"], line["text"]) for line in call.record.transcript
+            if line["role"] == "system"]
+
+
+def test_fallback_prompt_assets_are_whole_frames_of_both_codecs() -> None:
+    ulaw, alaw = fallback_frames("PCMU"), fallback_frames("pcma")
+    assert len(ulaw) == len(alaw) and 150 <= len(ulaw) <= 300  # 3 to 6 s
+    assert all(len(frame) == 160 for frame in ulaw + alaw)
+    assert ulaw != alaw
+    assert sum(1 for frame in ulaw if frame != PCMU_SILENCE) > len(ulaw) // 2
+    assert fallback_frames("G722") == ()
+    assert "unavailable" in FALLBACK_TEXT
+
+
+async def test_fatal_model_error_without_media_hangs_up_at_once(harness: Harness) -> None:
     model = ScriptedModel()
     call = harness.call(model)
     await call.open_model()
     model.emit(ModelError(message="rate limited, retrying", fatal=False))
-    assert harness.hangups == []
+    await asyncio.sleep(0.05)
+    assert harness.hangups == [] and call.link is ModelLink.BRIDGED
     model.emit(ModelError(message="invalid api key", fatal=True))
-    assert harness.hangups == ["model-error"]
+    await wait_for(lambda: harness.hangups)
+    assert harness.hangups == ["model-error: invalid api key"]
+    assert system_lines(call) == [("model-lost", "invalid api key")]
+    assert model.closes == 1, "the failed session is closed at once"
 
 
-async def test_model_closed_hangs_up(harness: Harness) -> None:
+async def test_model_closed_plays_the_whole_prompt_then_hangs_up(harness: Harness) -> None:
+    model = ScriptedModel()
+    call = harness.call(model)
+    ours = await harness.answered(call)
+    streaming = asyncio.get_running_loop().create_task(
+        harness.peer.stream(ours, [PCMU_SILENCE] * 300))
+    try:
+        model.emit(*[AudioOut(payload=b"\x11" * 160, item_id="r") for _ in range(200)])
+        await wait_for(lambda: frames_of(harness.peer, b"\x11" * 160) >= 3)
+        model.emit(ModelClosed(reason="Realtime connection closed (code 1006)"))
+        pushed = model.pushed
+        prompt = fallback_frames("PCMU")
+        await wait_for(lambda: harness.hangups, timeout=10)
+        assert harness.hangups == ["model-error: Realtime connection closed (code 1006)"]
+        payloads = harness.peer.payloads()
+        start = payloads.index(prompt[0])
+        assert payloads[start:start + len(prompt)] == list(prompt), "the prompt, in full"
+        assert b"\x11" * 160 not in payloads[start:], "the lost model's audio is dropped"
+        assert model.pushed == pushed, "the failed model hears nothing more"
+    finally:
+        streaming.cancel()
+
+
+async def test_model_closed_rebridges_to_a_new_session(
+    harness: Harness, short_prompt: tuple[bytes, ...]
+) -> None:
+    call = harness.call(model_factory=harness.factory(), max_reconnects=1)
+    ours = await harness.answered(call)
+    first = harness.models[0]
+    stale = first.sink
+    assert stale is not None
+    first.emit(ModelClosed(reason="session expired"))
+    await wait_for(lambda: call.link is ModelLink.BRIDGED and len(harness.models) == 2)
+    second = harness.models[1]
+    assert call.model is second and second.context is not None
+    assert second.observer is not None, "the new session reports to the call too"
+    assert first.closes == 1 and call.reconnects == 1
+    assert system_lines(call) == [("model-lost", "session expired"),
+                                  ("rebridged", "session expired")]
+    assert frames_of(harness.peer, short_prompt[-1]) == 1
+    await harness.peer.stream(ours, [PCMU_SILENCE] * 5)
+    await wait_for(lambda: second.pushed > 0)
+    stale(Transcript(role="agent", text="from the grave", final=True))
+    assert "from the grave" not in [line["text"] for line in call.record.transcript]
+    assert harness.hangups == []
+
+
+async def test_events_of_the_new_session_wait_for_the_prompt(
+    harness: Harness, short_prompt: tuple[bytes, ...]
+) -> None:
+    call = harness.call(model_factory=harness.factory(), max_reconnects=1)
+    await harness.answered(call)
+    harness.models[0].emit(ModelClosed(reason="drop"))
+    await wait_for(lambda: len(harness.models) == 2 and harness.models[1].sink is not None)
+    greeting = b"\x77" * 160
+    harness.models[1].emit(AudioOut(payload=greeting, item_id="g"),
+                           Transcript(role="agent", text="Hi again", final=True))
+    assert call.link is ModelLink.FALLBACK
+    await wait_for(lambda: frames_of(harness.peer, greeting) == 1)
+    payloads = harness.peer.payloads()
+    assert payloads.index(short_prompt[-1]) < payloads.index(greeting), "prompt first"
+    assert call.record.transcript[-1]["text"] == "Hi again"
+
+
+async def test_reconnect_failure_ends_the_call(
+    harness: Harness, short_prompt: tuple[bytes, ...]
+) -> None:
+    call = harness.call(ScriptedModel(), max_reconnects=1,
+                        model_factory=harness.factory(fail_open=ConnectionError("refused")))
+    await harness.answered(call)
+    assert isinstance(call.model, ScriptedModel) and call.model.sink is not None
+    call.model.emit(ModelError(message="server_error: boom", fatal=True))
+    await wait_for(lambda: harness.hangups)
+    assert harness.hangups == ["model-error: server_error: boom"]
+    assert [event for event, _ in system_lines(call)] == ["model-lost", "rebridge-failed"]
+    assert frames_of(harness.peer, short_prompt[-1]) == 1
+
+
+async def test_reconnects_are_bounded_per_call(
+    harness: Harness, short_prompt: tuple[bytes, ...]
+) -> None:
+    call = harness.call(model_factory=harness.factory(), max_reconnects=1)
+    await harness.answered(call)
+    harness.models[0].emit(ModelClosed(reason="first drop"))
+    await wait_for(lambda: call.link is ModelLink.BRIDGED and len(harness.models) == 2)
+    harness.models[1].emit(ModelClosed(reason="second drop"))
+    await wait_for(lambda: harness.hangups)
+    assert harness.hangups == ["model-error: second drop"]
+    assert len(harness.models) == 2
+
+
+async def test_model_unavailable_plays_the_prompt_then_transfers(
+    harness: Harness, short_prompt: tuple[bytes, ...]
+) -> None:
+    call = harness.call(ScriptedModel(fail_open=ConnectionError("nobody home")),
+                        transfer_target="sip:operator@127.0.0.1")
+    with pytest.raises(ConnectionError):
+        await call.open_model()
+    await call.start_media(harness.negotiate(call))
+    call.mark_answered()
+    call.model_unavailable("refused", "nobody home")
+    call.model_unavailable("refused", "twice")  # ignored: already falling back
+    await wait_for(lambda: harness.transfers)
+    assert harness.transfers == [("sip:operator@127.0.0.1", "model-unavailable: refused")]
+    assert harness.hangups == []
+    assert system_lines(call) == [("model-unavailable", "refused: nobody home")]
+    assert [p for p in harness.peer.payloads() if p in short_prompt] == list(short_prompt)
+
+
+async def test_model_unavailable_waits_for_late_media(
+    harness: Harness, short_prompt: tuple[bytes, ...]
+) -> None:
+    call = harness.call(ScriptedModel())
+    call.pending_offer = b"v=0"  # late offer: media starts with the ACK
+    call.model_unavailable("timeout", "no answer")
+    await asyncio.sleep(0.1)
+    assert harness.hangups == []
+    await call.start_media(harness.negotiate(call))
+    await wait_for(lambda: harness.hangups)
+    assert harness.hangups == ["model-unavailable: timeout"]
+    assert frames_of(harness.peer, short_prompt[0]) == 1
+
+
+async def test_close_during_the_prompt_stops_everything(
+    harness: Harness, short_prompt: tuple[bytes, ...]
+) -> None:
+    call = harness.call(model_factory=harness.factory(), max_reconnects=1)
+    await harness.answered(call)
+    harness.models[0].emit(ModelClosed(reason="drop"))
+    await asyncio.sleep(0)
+    await call.close("remote-bye")
+    await asyncio.sleep(0.3)
+    assert harness.hangups == [] and call.link is ModelLink.CLOSED
+    assert all(model.closes >= 1 for model in harness.models)
+    assert harness.ports.in_use == 0
+
+
+# -- records ----------------------------------------------------------------------------------
+
+
+async def test_turn_latency_runs_to_the_first_packet_of_the_reply(harness: Harness) -> None:
     model = ScriptedModel()
     call = harness.call(model)
     await harness.answered(call)
-    model.emit(ModelClosed(reason="server went away"))
-    assert harness.hangups == ["model-closed"]
+    earlier, reply = b"\x31" * 160, b"\x32" * 160
+    model.emit(*[AudioOut(payload=earlier, item_id="greeting") for _ in range(3)])
+    before = time.time()
+    model.emit(SpeechStopped())
+    model.emit(AudioOut(payload=earlier, item_id="greeting"))  # the old item: not the reply
+    await asyncio.sleep(0.15)
+    model.emit(*[AudioOut(payload=reply, item_id="reply") for _ in range(3)])
+    await wait_for(lambda: call.record.turns)
+    (turn,) = call.record.turns
+    assert turn["item_id"] == "reply"
+    assert 150 <= turn["latency_ms"] <= 150 + 80  # type: ignore[operator]
+    assert before <= turn["speech_stopped_at"] < turn["first_audio_at"] <= time.time()  # type: ignore[operator]
+    latency = (turn["first_audio_at"] - turn["speech_stopped_at"]) * 1000  # type: ignore[operator]
+    assert abs(latency - turn["latency_ms"]) < 1  # type: ignore[operator]
+
+
+async def test_barge_in_before_the_reply_is_heard_times_no_turn(harness: Harness) -> None:
+    model = ScriptedModel()
+    call = harness.call(model)
+    await harness.answered(call)
+    model.emit(SpeechStopped(), SpeechStarted())
+    model.emit(*[AudioOut(payload=b"\x41" * 160, item_id="late") for _ in range(3)])
+    await wait_for(lambda: frames_of(harness.peer, b"\x41" * 160) == 3)
+    assert call.record.turns == []
+
+
+async def test_finished_tool_calls_are_recorded(harness: Harness) -> None:
+    call = harness.call(ScriptedModel())
+    call.observe(ToolCallFinished(call_id="c1", name="get_weather", arguments='{"city": "Oslo"}',
+                                  output='{"sky": "grey"}', error_type=None, duration_ms=12.34))
+    call.observe(ToolCallFinished(
+        call_id="c2", name="slow", arguments="not json",
+        output='{"error": {"type": "timeout", "message": "too slow"}}', error_type="timeout",
+        duration_ms=5000.0))
+    first, second = call.record.tool_calls
+    assert first["name"] == "get_weather" and first["arguments"] == {"city": "Oslo"}
+    assert first["result"] == {"sky": "grey"} and first["error"] is None
+    assert first["duration_ms"] == 12.3
+    assert second["arguments"] == "not json" and second["result"] is None
+    assert second["error"] == {"type": "timeout", "message": "too slow"}
+
+
+def test_watched_playout_reports_each_tagged_frame_sent() -> None:
+    sent: list[tuple[str, int]] = []
+    playout = WatchedPlayout(20, lambda item, played: sent.append((item, played)))
+    playout.push(b"a", "x")
+    playout.push(b"b", None)
+    playout.push(b"c", "x")
+    assert [playout.pop() for _ in range(4)] == [b"a", b"b", b"c", None]
+    assert sent == [("x", 20), ("x", 40)]
 
 
 # -- hold -------------------------------------------------------------------------------------

@@ -17,33 +17,18 @@ import numpy as np
 import pytest
 
 from admin.app import create_app
-from sipagent.registry import CallRegistry
+from sipagent.message import Response
 from sipagent.server import Server, parse_dtmf_relay
-from sipagent.settings import load_settings
 from tests.peers.audio import cross_correlate, ulaw_decode
+from tests.peers.harness import start_server, wait_for
 from tests.peers.pcap import read_rtp, rtp_payloads
-from tests.peers.sipp import free_udp_port
 from tests.peers.softphone import Softphone
 
 FIXTURES = Path(__file__).parent / "fixtures"
-_rtp_ranges = itertools.count()
 
 
 def speech_payloads() -> list[bytes]:
     return rtp_payloads(read_rtp(FIXTURES / "speech_pcmu.pcap"))
-
-
-async def start_server(**overrides: object) -> Server:
-    base = 30000 + 200 * (next(_rtp_ranges) % 100)
-    settings = load_settings(
-        sip_port=free_udp_port(),
-        rtp_port_min=base,
-        rtp_port_max=base + 198,
-        **overrides,
-    )
-    server = Server(settings, CallRegistry())
-    await server.start()
-    return server
 
 
 @pytest.fixture
@@ -59,15 +44,6 @@ async def phone(server: Server) -> AsyncIterator[Softphone]:
     await phone.open()
     yield phone
     await phone.close()
-
-
-async def wait_for(condition: object, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():  # type: ignore[operator]
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def test_echo_call_returns_the_same_audio(server: Server, phone: Softphone) -> None:
@@ -265,11 +241,11 @@ async def test_cancel_while_ringing() -> None:
             await phone.next_message()
         cancel = phone.request("CANCEL", cseq=invite.cseq.seq, branch=invite.top_via.branch)
         phone.send(cancel)
-        statuses = set()
+        statuses: set[int] = set()
         while not {200, 487} <= statuses:
             message = await phone.next_message()
-            assert not isinstance(message, type(invite))
-            statuses.add(message.status)  # type: ignore[union-attr]
+            assert isinstance(message, Response)
+            statuses.add(message.status)
         await wait_for(lambda: not server.calls)
         assert server.ports.in_use == 0
         assert server.registry.ended()[-1].end_reason == "cancelled"

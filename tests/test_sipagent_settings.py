@@ -17,9 +17,9 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "sipagent.example.
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No SIPAGENT_*/OPENAI_API_KEY from the outside, and an empty working directory."""
+    """No SIPAGENT_*/OPENAI_* from the outside, and an empty working directory."""
     for name in list(os.environ):
-        if name.upper().startswith("SIPAGENT_") or name.upper() == "OPENAI_API_KEY":
+        if name.upper().startswith(("SIPAGENT_", "OPENAI_")):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -49,6 +49,91 @@ def test_defaults() -> None:
     assert settings.user_agent == "sipagent/0.1"
     assert settings.database_url == "sqlite:///data/sipagent.sqlite3"
     assert settings.log_level == "INFO"
+    assert settings.openai_base_url is None
+    assert settings.realtime_model == "gpt-realtime"
+    assert settings.realtime_greet_on == "media"
+    assert settings.realtime_append_ms == 20
+    assert settings.realtime_tool_timeout == 5.0
+    assert settings.realtime_open_timeout == 5.0
+    assert settings.fallback_transfer_target is None
+    assert settings.model_max_reconnects == 1
+
+
+def test_realtime_defaults_are_the_bridges() -> None:
+    """Settings repeat RealtimeConfig's defaults (to load without the SDK): keep them equal."""
+    from bridge.openai_realtime import config_from_settings
+    from bridge.realtime_config import RealtimeConfig
+
+    settings = load_settings()
+    mapped = [name for name in RealtimeConfig.__dataclass_fields__
+              if f"realtime_{name}" in Settings.model_fields]
+    assert len(mapped) == 12
+    assert config_from_settings(settings) == RealtimeConfig()
+
+
+def test_realtime_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIPAGENT_REALTIME_VOICE", "cedar")
+    monkeypatch.setenv("SIPAGENT_REALTIME_TURN_DETECTION", "semantic_vad")
+    monkeypatch.setenv("SIPAGENT_REALTIME_EAGERNESS", "low")
+    monkeypatch.setenv("SIPAGENT_REALTIME_NOISE_REDUCTION", "None")
+    monkeypatch.setenv("SIPAGENT_REALTIME_TRANSCRIPTION_MODEL", "none")
+    monkeypatch.setenv("SIPAGENT_REALTIME_AUDIO_FORMAT", "pcm")
+    monkeypatch.setenv("SIPAGENT_REALTIME_APPEND_MS", "40")
+    monkeypatch.setenv("SIPAGENT_REALTIME_TOOL_TIMEOUT", "2.5")
+    monkeypatch.setenv("SIPAGENT_FALLBACK_TRANSFER_TARGET", " sip:operator@pbx.example.com ")
+    monkeypatch.setenv("SIPAGENT_MODEL_MAX_RECONNECTS", "0")
+    settings = load_settings()
+    assert settings.realtime_voice == "cedar"
+    assert settings.realtime_turn_detection == "semantic_vad"
+    assert settings.realtime_eagerness == "low"
+    assert settings.realtime_noise_reduction is None
+    assert settings.realtime_transcription_model is None
+    assert settings.realtime_audio_format == "pcm"
+    assert settings.realtime_append_ms == 40
+    assert settings.realtime_tool_timeout == 2.5
+    assert settings.fallback_transfer_target == "sip:operator@pbx.example.com"
+    assert settings.model_max_reconnects == 0
+
+
+def test_empty_greeting_in_toml_means_the_caller_speaks_first(tmp_path: Path) -> None:
+    write(tmp_path / "config" / "sipagent.toml", 'realtime_greeting = ""\n')
+    assert load_settings().realtime_greeting is None
+
+
+@pytest.mark.parametrize(
+    "target", ["sip:operator@pbx.example.com", "sips:ops@10.0.0.5:5061", "tel:+15551234567",
+               "+15551234567", "2000"]
+)
+def test_transfer_targets(target: str) -> None:
+    assert load_settings(fallback_transfer_target=target).fallback_transfer_target == target
+
+
+def test_openai_base_url_from_openai_variable_and_dotenv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / ".env", "OPENAI_BASE_URL=http://127.0.0.1:9/v1\n")
+    assert load_settings().openai_base_url == "http://127.0.0.1:9/v1"
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://proxy.example.com/v1")
+    assert load_settings().openai_base_url == "https://proxy.example.com/v1"
+    assert load_settings(openai_base_url="http://other/v1").openai_base_url == "http://other/v1"
+
+
+def test_openai_model_is_created_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge import create_model
+    from bridge.openai_realtime import OpenAIRealtimeModel
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-settings")
+    monkeypatch.setenv("SIPAGENT_MODEL", "openai")
+    monkeypatch.setenv("SIPAGENT_REALTIME_VOICE", "cedar")
+    monkeypatch.setenv("SIPAGENT_REALTIME_OPEN_TIMEOUT", "1.5")
+    settings = load_settings(openai_base_url="http://127.0.0.1:9/v1")
+    assert settings.model == "openai"
+    model = create_model(settings.model, settings)
+    assert isinstance(model, OpenAIRealtimeModel)
+    assert model.config.voice == "cedar"
+    assert model._open_timeout == 1.5
+    assert model._client_args["base_url"] == "http://127.0.0.1:9/v1"
+    assert model._client_args["api_key"] == "sk-test-settings"
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -217,6 +302,56 @@ BAD_SETTINGS = [
         "loud",
         "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL (got 'loud')",
     ),
+    (
+        "OPENAI_BASE_URL",
+        "localhost:8000",
+        "must be an http(s):// or ws(s):// URL (got 'localhost:8000')",
+    ),
+    ("SIPAGENT_REALTIME_MODEL", "gpt 4", "must be a name without spaces (got 'gpt 4')"),
+    ("SIPAGENT_REALTIME_VOICE", "?", "must be a name without spaces (got '?')"),
+    ("SIPAGENT_REALTIME_INSTRUCTIONS", "  ", "must not be empty"),
+    ("SIPAGENT_REALTIME_GREET_ON", "now", "must be 'ready' or 'media' (got 'now')"),
+    (
+        "SIPAGENT_REALTIME_TURN_DETECTION",
+        "vad",
+        "must be 'server_vad' or 'semantic_vad' (got 'vad')",
+    ),
+    ("SIPAGENT_REALTIME_EAGERNESS", "max", "must be 'low', 'medium', 'high' or 'auto' (got 'max')"),
+    (
+        "SIPAGENT_REALTIME_NOISE_REDUCTION",
+        "loud",
+        "must be 'near_field', 'far_field' or 'none' (got 'loud')",
+    ),
+    (
+        "SIPAGENT_REALTIME_TRANSCRIPTION_MODEL",
+        "whisper 1",
+        "must be a model name or 'none' (got 'whisper 1')",
+    ),
+    ("SIPAGENT_REALTIME_AUDIO_FORMAT", "opus", "must be 'g711' or 'pcm' (got 'opus')"),
+    ("SIPAGENT_REALTIME_APPEND_MS", "30", "must be 20 or 40 (got 30)"),
+    ("SIPAGENT_REALTIME_APPEND_MS", "x", "must be an integer (got 'x')"),
+    (
+        "SIPAGENT_REALTIME_TOOL_TIMEOUT",
+        "0",
+        "must be more than 0 and at most 60 seconds (got 0.0)",
+    ),
+    (
+        "SIPAGENT_REALTIME_OPEN_TIMEOUT",
+        "inf",
+        "must be more than 0 and at most 60 seconds (got inf)",
+    ),
+    (
+        "SIPAGENT_FALLBACK_TRANSFER_TARGET",
+        "operator",
+        "must be a sip:, sips: or tel: URI or a phone number (got 'operator')",
+    ),
+    (
+        "SIPAGENT_FALLBACK_TRANSFER_TARGET",
+        "sip:ops@bad host",
+        "must be a sip:, sips: or tel: URI or a phone number (got 'sip:ops@bad host')",
+    ),
+    ("SIPAGENT_MODEL_MAX_RECONNECTS", "11", "must be between 0 and 10 (got 11)"),
+    ("SIPAGENT_MODEL_MAX_RECONNECTS", "-1", "must be between 0 and 10 (got -1)"),
 ]
 
 
@@ -315,6 +450,8 @@ def test_secret_is_never_echoed_in_errors(tmp_path: Path) -> None:
 def test_env_name() -> None:
     assert env_name("rtp_port_min") == "SIPAGENT_RTP_PORT_MIN"
     assert env_name("openai_api_key") == "OPENAI_API_KEY"
+    assert env_name("openai_base_url") == "OPENAI_BASE_URL"
+    assert env_name("realtime_voice") == "SIPAGENT_REALTIME_VOICE"
 
 
 def test_example_config_documents_every_setting_with_its_default(tmp_path: Path) -> None:
@@ -324,7 +461,7 @@ def test_example_config_documents_every_setting_with_its_default(tmp_path: Path)
     ]
     assert set(tomllib.loads("\n".join(assignments))) == set(Settings.model_fields)
     # Uncommented, the example minus its placeholders loads and gives the defaults.
-    placeholders = ("public_host", "openai_api_key")
+    placeholders = ("public_host", "openai_api_key", "openai_base_url", "fallback_transfer_target")
     defaults = [line for line in assignments if not line.startswith(placeholders)]
     config = write(tmp_path / "example.toml", "\n".join(defaults))
     assert load_settings(str(config)) == load_settings()

@@ -32,7 +32,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Baresip", "BaresipError", "baresip_available", "free_tcp_port", "free_udp_range"]
+from tests.peers.harness import free_udp_range
+
+__all__ = ["Baresip", "BaresipError", "baresip_available", "free_tcp_port"]
 
 BARESIP = shutil.which("baresip")
 MODULE_PATH = Path("/usr/lib/baresip/modules")
@@ -75,28 +77,6 @@ def free_tcp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def free_udp_range(low: int, high: int, size: int = 40, *, start: int | None = None) -> int:
-    """The first port of ``size`` consecutive UDP ports in [low, high) that all bind on 127.0.0.1
-    right now, trying even bases from a per-process starting point (this machine may run other
-    test sessions and benchmarks with RTP ranges of their own)."""
-    bases = list(range(low, high - size + 1, size))
-    first = (os.getpid() if start is None else start) % len(bases)
-    for base in bases[first:] + bases[:first]:
-        sockets: list[socket.socket] = []
-        try:
-            for port in range(base, base + size):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-        return base
-    raise RuntimeError(f"no {size} free consecutive UDP ports in {low}-{high}")
 
 
 def _netstring(obj: dict[str, Any]) -> bytes:
