@@ -45,10 +45,12 @@ def free_udp_range(low: int, high: int, size: int = RTP_SPAN, *, start: int | No
     raise RuntimeError(f"no {size} free consecutive UDP ports in {low}-{high}")
 
 
-async def start_server(
-    *, rtp_window: tuple[int, int] = (10000, 32000), **overrides: Any
-) -> Server:
-    """A started Server on 127.0.0.1 with ``overrides`` applied to its settings."""
+async def start_server(**overrides: Any) -> Server:
+    """A started Server on 127.0.0.1 with ``overrides`` applied to its settings.
+
+    ``rtp_window=(low, high)`` chooses where its RTP range is looked for.
+    """
+    rtp_window: tuple[int, int] = overrides.pop("rtp_window", (10000, 32000))
     for attempt in range(5):
         base = free_udp_range(*rtp_window, start=os.getpid() + 7 * attempt)
         settings: dict[str, Any] = {
@@ -68,7 +70,7 @@ async def start_server(
     raise AssertionError("unreachable")
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+async def wait_for(condition: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
     """Poll ``condition`` every 20 ms until true; fail after ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
