@@ -18,6 +18,9 @@ __all__ = [
     "IncomingCall",
     "InfoReceived",
     "OfferReceived",
+    "TransferAccepted",
+    "TransferProgress",
+    "TransferRejected",
     "UaEvent",
 ]
 
@@ -78,4 +81,47 @@ class CallEnded:
     """``remote-bye``, ``local-bye``, ``cancelled``, ``rejected``, ``ack-timeout``."""
 
 
-UaEvent = IncomingCall | CallConfirmed | OfferReceived | InfoReceived | CallEnded
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferAccepted:
+    """The peer accepted our REFER (2xx): it will now call the transfer target."""
+
+    dialog: Dialog
+    """The dialog the REFER was sent in."""
+    status: int
+    """The 2xx status (202 Accepted, usually)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferRejected:
+    """The peer refused our REFER, or never answered it (408): the call stays with us."""
+
+    dialog: Dialog
+    """The dialog the REFER was sent in."""
+    status: int
+    """Final status of the REFER (408 when it timed out)."""
+    reason: str
+    """Reason phrase."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferProgress:
+    """A NOTIFY of the REFER subscription: how the call to the target is going (RFC 3515)."""
+
+    dialog: Dialog
+    """The dialog the REFER was sent in."""
+    status: int
+    """Status line of the message/sipfrag body (100, 180, 200, 486 …); 0 if unreadable."""
+    final: bool
+    """True when the subscription is terminated: this is the outcome of the transfer."""
+
+
+UaEvent = (
+    IncomingCall
+    | CallConfirmed
+    | OfferReceived
+    | InfoReceived
+    | CallEnded
+    | TransferAccepted
+    | TransferRejected
+    | TransferProgress
+)

@@ -24,6 +24,9 @@ from .events import (
     IncomingCall,
     InfoReceived,
     OfferReceived,
+    TransferAccepted,
+    TransferProgress,
+    TransferRejected,
     UaEvent,
 )
 from .exceptions import LocalProtocolError, MessageParseError, RemoteProtocolError
@@ -50,10 +53,10 @@ __all__ = ["ALLOWED_METHODS", "UserAgent"]
 
 logger = logging.getLogger(__name__)
 
-ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO")
+ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "NOTIFY")
 #: Methods we know but do not serve: 405 with Allow, rather than 501.
 _KNOWN_METHODS = frozenset(
-    {"REGISTER", "MESSAGE", "SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER", "PRACK"}
+    {"REGISTER", "MESSAGE", "SUBSCRIBE", "PUBLISH", "REFER", "PRACK"}
 )
 #: Option tags we implement (none yet: no 100rel, no session timers, no Replaces).
 SUPPORTED: tuple[str, ...] = ()
@@ -84,6 +87,8 @@ class UserAgent:
         self._events: deque[UaEvent] = deque()
         self._server_txs: dict[_ServerTxKey, _ServerTx] = {}
         self._client_txs: dict[tuple[str, str], ClientNonInviteTransaction] = {}
+        self._refers: dict[str, Dialog] = {}
+        """Branch of each REFER we sent → its dialog, to report the outcome."""
         self._dialogs: dict[DialogKey, Dialog] = {}
         self._invite_txs: dict[DialogKey, ServerInviteTransaction] = {}
         self._offer_txs: dict[DialogKey, ServerInviteTransaction | ServerNonInviteTransaction] = {}
@@ -151,6 +156,11 @@ class UserAgent:
                 client_tx.handle_timer(now)
             if client_tx.terminated:
                 del self._client_txs[key2]
+                dialog_of_refer = self._refers.pop(key2[0], None)
+                if client_tx.timed_out and dialog_of_refer is not None:
+                    self._events.append(TransferRejected(
+                        dialog=dialog_of_refer, status=408, reason="Request Timeout"
+                    ))
         for dialog in list(self._dialogs.values()):
             deadline = dialog.get_timer()
             if deadline is None or deadline > now:
@@ -353,6 +363,16 @@ class UserAgent:
             )
         elif method == "OPTIONS":
             self._respond_new(request, destination, 200, now, headers=self._capabilities())
+        elif method == "NOTIFY" and _event_package(request) == "refer":
+            self._respond_new(request, destination, 200, now)
+            state = (request.headers.get("Subscription-State") or "").split(";")[0]
+            self._events.append(TransferProgress(
+                dialog=dialog,
+                status=_sipfrag_status(request.body),
+                final=state.strip().lower() == "terminated",
+            ))
+        elif method == "NOTIFY":
+            self._respond_new(request, destination, 489, now)  # Bad Event (RFC 6665)
         else:
             self._respond_unsupported(request, destination, now)
 
@@ -442,7 +462,36 @@ class UserAgent:
         if tx is None:
             self.counters["rx_stray_response"] += 1
             return
-        tx.receive_response(response, now)
+        delivered = tx.receive_response(response, now)
+        dialog = self._refers.get(branch)
+        if delivered is None or dialog is None or delivered.status < 200:
+            return
+        del self._refers[branch]
+        if delivered.status < 300:
+            self._events.append(TransferAccepted(dialog=dialog, status=delivered.status))
+        else:
+            self._events.append(TransferRejected(
+                dialog=dialog, status=delivered.status, reason=delivered.reason
+            ))
+
+    def refer(self, dialog: Dialog, target: str, now: float) -> None:
+        """Blind transfer (RFC 3515): ask the peer to call ``target`` (a sip:/tel: URI).
+
+        The outcome arrives as TransferAccepted/TransferRejected, then TransferProgress
+        events from the peer's NOTIFYs; the dialog stays up until one side sends BYE.
+        """
+        if dialog.state is not DialogState.CONFIRMED:
+            raise LocalProtocolError("REFER needs a confirmed dialog")
+        branch = "z9hG4bK" + self._token()
+        via = f"SIP/2.0/{dialog.transport.upper()} {self._sent_by()};branch={branch};rport"
+        request, destination = dialog.create_request("REFER", via)
+        request.headers.add("Refer-To", f"<{target}>")
+        request.headers.add("Referred-By", dialog.local_address.split(";tag=")[0])
+        request.headers.add("User-Agent", self.user_agent)
+        self._client_txs[(branch, "REFER")] = ClientNonInviteTransaction(
+            request, destination, self._outbox, now
+        )
+        self._refers[branch] = dialog
 
     # -- helpers ----------------------------------------------------------------------------
     def _send_bye(self, dialog: Dialog, reason: str, now: float) -> None:
@@ -646,3 +695,16 @@ class UserAgent:
     def _contact(self, transport: str) -> str:
         suffix = "" if transport == "udp" else f";transport={transport}"
         return f"<sip:sipagent@{self._sent_by()}{suffix}>"
+
+
+def _event_package(request: Request) -> str:
+    """The package of an Event header, without parameters (``refer;id=3`` → ``refer``)."""
+    return (request.headers.get("Event") or "").split(";")[0].strip().lower()
+
+
+def _sipfrag_status(body: bytes) -> int:
+    """Status code of a message/sipfrag body (``SIP/2.0 180 Ringing``), 0 if unreadable."""
+    first = body.split(b"\n", 1)[0].split()
+    if len(first) >= 2 and first[0].upper().startswith(b"SIP/") and first[1].isdigit():
+        return int(first[1])
+    return 0

@@ -15,6 +15,9 @@ from sipagent.events import (
     IncomingCall,
     InfoReceived,
     OfferReceived,
+    TransferAccepted,
+    TransferProgress,
+    TransferRejected,
     UaEvent,
 )
 from sipagent.message import Headers, Request
@@ -46,6 +49,9 @@ EVENTS: list[UaEvent] = [
     OfferReceived(dialog=DIALOG, method="UPDATE", offer=b"v=0\r\n"),
     InfoReceived(dialog=DIALOG, content_type="application/dtmf-relay", body=b"Signal=5"),
     CallEnded(dialog=DIALOG, reason="remote-bye"),
+    TransferAccepted(dialog=DIALOG, status=202),
+    TransferRejected(dialog=DIALOG, status=603, reason="Decline"),
+    TransferProgress(dialog=DIALOG, status=200, final=True),
 ]
 
 

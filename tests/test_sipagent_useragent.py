@@ -16,6 +16,9 @@ from sipagent.events import (
     IncomingCall,
     InfoReceived,
     OfferReceived,
+    TransferAccepted,
+    TransferProgress,
+    TransferRejected,
     UaEvent,
 )
 from sipagent.exceptions import LocalProtocolError
@@ -1145,3 +1148,81 @@ def test_get_timer_idle() -> None:
     ua.handle_timer(10.0)
     assert ua.messages_to_send() == []
     assert ua.next_event() is None
+
+
+# -- blind transfer (REFER, RFC 3515) -------------------------------------------------------
+
+
+def answer_request(phone: Phone, method: str, status: int) -> Request:
+    """The phone answers the last ``method`` request it received with ``status``."""
+    request = [r for r in phone.requests if r.method == method][-1]
+    phone.send_raw(make_response(request, status))
+    return request
+
+
+def notify(phone: Phone, sipfrag: bytes, state: str) -> Request:
+    return phone.in_dialog(
+        "NOTIFY", 1.0, body=sipfrag, content_type="message/sipfrag;version=2.0",
+        headers=[("Event", "refer"), ("Subscription-State", state)],
+    )
+
+
+def test_refer_accepted_then_notified() -> None:
+    ua, phone = make_ua(), Phone()
+    dialog = established(ua, phone)
+    ua.refer(dialog, "sip:human@example.com", 1.0)
+    transfer(ua, phone, 1.0)
+    refer = answer_request(phone, "REFER", 202)
+    assert refer.headers.get("Refer-To") == "<sip:human@example.com>"
+    assert refer.uri == "sip:alice@192.0.2.10:5062"
+    assert refer.headers.get("Referred-By") == "<sip:agent@127.0.0.1>"
+    transfer(ua, phone, 1.0)
+    assert events(ua) == [TransferAccepted(dialog=dialog, status=202)]
+    notify(phone, b"SIP/2.0 100 Trying\r\n", "active;expires=60")
+    notify(phone, b"SIP/2.0 200 OK\r\n", "terminated;reason=noresource")
+    transfer(ua, phone, 1.0)
+    assert phone.statuses("NOTIFY") == [200, 200]
+    assert events(ua) == [
+        TransferProgress(dialog=dialog, status=100, final=False),
+        TransferProgress(dialog=dialog, status=200, final=True),
+    ]
+    assert dialog.state is DialogState.CONFIRMED  # the BYE is the call layer's decision
+
+
+def test_refer_rejected() -> None:
+    ua, phone = make_ua(), Phone()
+    dialog = established(ua, phone)
+    ua.refer(dialog, "tel:+15551234567", 1.0)
+    transfer(ua, phone, 1.0)
+    answer_request(phone, "REFER", 603)
+    transfer(ua, phone, 1.0)
+    assert events(ua) == [TransferRejected(dialog=dialog, status=603, reason="Decline")]
+    assert dialog.state is DialogState.CONFIRMED
+
+
+def test_refer_never_answered_is_408() -> None:
+    ua, phone = make_ua(), Phone()
+    dialog = established(ua, phone)
+    ua.refer(dialog, "sip:human@example.com", 1.0)
+    transfer(ua, phone, 1.0)
+    phone.outbox.clear()
+    ua.messages_to_send()
+    ua.handle_timer(1.0 + 64 * 0.5)
+    assert events(ua) == [TransferRejected(dialog=dialog, status=408, reason="Request Timeout")]
+
+
+def test_refer_needs_a_confirmed_dialog() -> None:
+    ua, phone = make_ua(), Phone()
+    dialog = incoming(ua, phone)
+    with pytest.raises(LocalProtocolError):
+        ua.refer(dialog, "sip:human@example.com", 0.0)
+
+
+def test_notify_of_another_package_is_489_and_unreadable_sipfrag_is_0() -> None:
+    ua, phone = make_ua(), Phone()
+    dialog = established(ua, phone)
+    phone.in_dialog("NOTIFY", 1.0, headers=[("Event", "presence")])
+    notify(phone, b"garbage", "active")
+    transfer(ua, phone, 1.0)
+    assert phone.statuses("NOTIFY") == [489, 200]
+    assert events(ua) == [TransferProgress(dialog=dialog, status=0, final=False)]
