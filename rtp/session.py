@@ -41,7 +41,7 @@ from aiortc.rtp import (
 from . import g711
 from .dtmf import DtmfReceiver
 from .jitter import JitterBuffer
-from .pacer import Pacer, PlayoutQueue
+from .pacer import EARLY_TOLERANCE, Pacer, PlayoutQueue
 from .stats import ReceiverStats, build_report, ntp_timestamp, round_trip_time
 
 __all__ = [
@@ -458,8 +458,11 @@ class RtpSession:
         """Run whatever is due: 20 ms ticks, RTCP report, inactivity timeout."""
         if self._closed:
             return
+        # Event loops fire timers up to ~1.5 ms early (uvloop rounds to whole ms): what is due
+        # within the tolerance runs now, or the same deadline would be re-armed in a spin.
+        late_enough = now + EARLY_TOLERANCE
         timeout = self._inactivity_timeout
-        if timeout is not None and not self._timed_out and now - self._last_rx >= timeout:
+        if timeout is not None and not self._timed_out and late_enough - self._last_rx >= timeout:
             self._timed_out = True
             idle = now - self._last_rx
             logger.debug("no media for %.1f s", idle)
@@ -471,7 +474,7 @@ class RtpSession:
                     self._tick_inbound(due, now)
                 last = self._pacer.index - 1
                 self._pending_sends.extend(range(last - due + 1, last + 1))
-        if now >= self._next_rtcp:
+        if late_enough >= self._next_rtcp:
             self._queue_report(now, bye=False)
             self._next_rtcp = max(self._next_rtcp + self._rtcp_interval(), now)
 

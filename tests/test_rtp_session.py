@@ -565,3 +565,21 @@ def test_events_are_frozen_keyword_only_dataclasses() -> None:
     with pytest.raises(TypeError):
         MediaTimeout(1.0)  # type: ignore[call-arg]
     assert RemoteLatched(addr=PEER) == RemoteLatched(addr=PEER)
+
+
+def test_timers_due_within_the_early_tolerance_run_at_once() -> None:
+    # An event loop may wake the timer slightly early; the RTCP report and the inactivity
+    # timeout must still run then, not leave the same deadline to be re-armed in a spin.
+    session = RtpSession(
+        payload_type=0, dtmf_payload_type=None, remote_addr=("127.0.0.1", 40000),
+        ssrc=1, initial_seq=0, initial_timestamp=0, now=0.0, inactivity_timeout=1.0,
+    )
+    session.set_direction(send=False, recv=False)
+    deadline = session.get_timer()
+    assert deadline is not None
+    session.handle_timer(deadline - 0.001)
+    assert session.get_timer() != deadline
+    events = []
+    while (event := session.next_event()) is not None:
+        events.append(event)
+    assert [type(e).__name__ for e in events] == ["MediaTimeout"]
