@@ -23,7 +23,13 @@ from typing import Final
 
 from .session import RtpEvent, RtpSession
 
-__all__ = ["PortAllocator", "PortsExhaustedError", "RtpEndpoint"]
+__all__ = [
+    "PortAllocator",
+    "PortReservation",
+    "PortsExhaustedError",
+    "RtpEndpoint",
+    "reserve_port_pair",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +115,56 @@ def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
         raise
 
 
+class PortReservation:
+    """An RTP/RTCP port pair bound now, to be written into SDP before media starts.
+
+    Made by :func:`reserve_port_pair`; handed to :meth:`RtpEndpoint.create`, which takes
+    the sockets over, or given back with :meth:`release`.
+    """
+
+    def __init__(
+        self, port: int, sockets: tuple[socket.socket, socket.socket], allocator: PortAllocator
+    ) -> None:
+        self.port = port
+        """The RTP port (even); RTCP is ``port + 1``."""
+        self._sockets: tuple[socket.socket, socket.socket] | None = sockets
+        self._allocator = allocator
+
+    def take(self) -> tuple[socket.socket, socket.socket]:
+        """The bound sockets; the caller owns them (and the port) from now on."""
+        if self._sockets is None:
+            raise RuntimeError("port reservation already taken or released")
+        sockets, self._sockets = self._sockets, None
+        return sockets
+
+    def release(self) -> None:
+        """Close the sockets and return the port; harmless once taken or released."""
+        if self._sockets is None:
+            return
+        for sock in self._sockets:
+            sock.close()
+        self._sockets = None
+        self._allocator.release(self.port)
+
+
+def reserve_port_pair(local_host: str, allocator: PortAllocator) -> PortReservation:
+    """Bind a free RTP/RTCP pair from ``allocator``, skipping pairs another process holds.
+
+    Raises :class:`PortsExhaustedError` when the range is used up and :class:`OSError` when
+    no pair could be bound.
+    """
+    for _ in range(min(BIND_ATTEMPTS, allocator.capacity)):
+        port = allocator.allocate()
+        try:
+            sockets = _bind_pair(local_host, port)
+        except OSError as exc:
+            allocator.release(port)
+            logger.debug("cannot bind %s:%d/%d: %s", local_host, port, port + 1, exc)
+            continue
+        return PortReservation(port, sockets, allocator)
+    raise OSError(f"could not bind an RTP port pair on {local_host}")
+
+
 def source_address(addr: tuple[str, int] | tuple[str, int, int, int]) -> Address:
     """A received source as the session compares it: (host, port), IPv4-mapped unwrapped."""
     host, port = addr[0], addr[1]
@@ -184,6 +240,7 @@ class RtpEndpoint:
         on_event: EventCallback | None = None,
         *,
         port: int | None = None,
+        reservation: PortReservation | None = None,
     ) -> RtpEndpoint:
         """Bind an RTP/RTCP port pair on ``local_host`` (IPv4 or IPv6) and start the session.
 
@@ -194,24 +251,19 @@ class RtpEndpoint:
         has closed, or at once if ``create`` raises.
         """
         loop = asyncio.get_running_loop()
-        if port is not None:
+        if reservation is not None:
+            port = reservation.port
+            rtp_sock, rtcp_sock = reservation.take()
+        elif port is not None:
             try:
                 rtp_sock, rtcp_sock = _bind_pair(local_host, port)
             except OSError:
                 port_allocator.release(port)
                 raise
         else:
-            for _ in range(min(BIND_ATTEMPTS, port_allocator.capacity)):
-                port = port_allocator.allocate()
-                try:
-                    rtp_sock, rtcp_sock = _bind_pair(local_host, port)
-                except OSError as exc:
-                    port_allocator.release(port)
-                    logger.debug("cannot bind %s:%d/%d: %s", local_host, port, port + 1, exc)
-                    continue
-                break
-            else:
-                raise OSError(f"could not bind an RTP port pair on {local_host}")
+            reserved = reserve_port_pair(local_host, port_allocator)
+            port = reserved.port
+            rtp_sock, rtcp_sock = reserved.take()
         endpoint = cls(session, local_host, port, port_allocator, on_event)
         try:
             endpoint._rtp, _ = await loop.create_datagram_endpoint(

@@ -14,6 +14,7 @@ from rtp.endpoint import (
     PortsExhaustedError,
     RtpEndpoint,
     destination_address,
+    reserve_port_pair,
     source_address,
 )
 from rtp.jitter import JitterBuffer
@@ -264,3 +265,40 @@ def test_address_helpers_handle_ipv6_and_mapped_ipv4() -> None:
     assert destination_address(("192.0.2.1", 5004), ipv6_socket=True) == ("::ffff:192.0.2.1", 5004)
     assert destination_address(("2001:db8::1", 5004), ipv6_socket=True) == ("2001:db8::1", 5004)
     assert destination_address(("192.0.2.1", 5004), ipv6_socket=False) == ("192.0.2.1", 5004)
+
+
+async def test_reserved_pair_skips_ports_held_elsewhere_and_is_taken_over() -> None:
+    allocator = PortAllocator(31700, 31707)
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    squatter.bind(("127.0.0.1", 31700))
+    try:
+        reservation = reserve_port_pair("127.0.0.1", allocator)
+        assert reservation.port == 31702
+        assert allocator.in_use == 1
+        session = RtpSession(
+            payload_type=0, dtmf_payload_type=None, remote_addr=None, ssrc=7,
+            initial_seq=0, initial_timestamp=0, now=asyncio.get_running_loop().time(),
+        )
+        endpoint = await RtpEndpoint.create(
+            session, "127.0.0.1", allocator, reservation=reservation
+        )
+        assert endpoint.port == 31702
+        reservation.release()  # already taken: no effect on the endpoint's port
+        assert allocator.in_use == 1
+        endpoint.close()
+        await endpoint.wait_closed()
+        assert allocator.in_use == 0
+    finally:
+        squatter.close()
+
+
+def test_released_reservation_frees_the_port() -> None:
+    allocator = PortAllocator(31710, 31713)
+    reservation = reserve_port_pair("127.0.0.1", allocator)
+    reservation.release()
+    reservation.release()
+    assert allocator.in_use == 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", reservation.port))
+    with pytest.raises(RuntimeError):
+        reservation.take()
