@@ -4,16 +4,28 @@ The SIP side is driven by :class:`sipagent.server.Server` (which owns the user a
 core); a :class:`Call` owns the media: the RTP endpoint, the model session and the
 registry record. Audio flows RTP → ``model.push_audio`` and model ``AudioOut`` → the
 RTP playout queue, paced by the RTP session; barge-in flushes that queue.
+
+The call watches its playout queue (:class:`WatchedPlayout`) to know when a frame really
+leaves: per-turn latency runs from the model's :class:`~bridge.base.SpeechStopped` to the
+first RTP packet of the reply, and the fallback prompt is over when its last frame is sent.
+
+When the model cannot be reached the caller is answered anyway and hears the pre-rendered
+fallback prompt (:mod:`bridge.fallback`), then is transferred or hung up on. When the model
+fails mid-call the prompt plays while a new session opens (up to ``max_reconnects`` per call);
+the call goes on with it, or ends. Where the model link is lives in :class:`ModelLink`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
 from bridge.base import (
     AudioOut,
@@ -22,10 +34,12 @@ from bridge.base import (
     ModelError,
     ModelEvent,
     ModelSession,
+    ModelSink,
     SpeechStarted,
     SpeechStopped,
     Transcript,
 )
+from bridge.fallback import fallback_frames
 from rtp.endpoint import PortAllocator, RtpEndpoint
 from rtp.pacer import PlayoutQueue
 from rtp.session import AudioReceived, DtmfReceived, MediaTimeout, RtpSession
@@ -35,9 +49,47 @@ from .offer_answer import Negotiated
 from .registry import CallRecord, CallRegistry, CallState, RtpSnapshot
 from .sdp import Direction
 
-__all__ = ["Call", "CallLogAdapter"]
+if TYPE_CHECKING:
+    from bridge.openai_realtime import Observation
+
+__all__ = [
+    "Call",
+    "CallLogAdapter",
+    "HangupHandler",
+    "ModelFactory",
+    "ModelLink",
+    "ObservationHandler",
+    "TransferHandler",
+    "WatchedPlayout",
+]
 
 logger = logging.getLogger(__name__)
+
+MEDIA_WAIT: Final = 5.0
+"""Seconds the fallback prompt waits for media to start (late offer: the ACK) before giving up."""
+PROMPT_SLACK: Final = 2.0
+"""Seconds past its length a prompt may take to be sent (a stalled loop) before moving on."""
+
+
+class ModelLink(enum.Enum):
+    """Where the call is with its model session."""
+
+    OPENING = "opening"
+    "The first session is opening (the call rings)."
+    BRIDGED = "bridged"
+    "Audio flows between caller and model."
+    FALLBACK = "fallback"
+    "The model failed or never came: the prompt plays, a new session may be opening."
+    CLOSED = "closed"
+    "The call ended."
+
+
+_LINK_TRANSITIONS: Final[Mapping[ModelLink, frozenset[ModelLink]]] = {
+    ModelLink.OPENING: frozenset({ModelLink.BRIDGED, ModelLink.FALLBACK, ModelLink.CLOSED}),
+    ModelLink.BRIDGED: frozenset({ModelLink.FALLBACK, ModelLink.CLOSED}),
+    ModelLink.FALLBACK: frozenset({ModelLink.BRIDGED, ModelLink.CLOSED}),
+    ModelLink.CLOSED: frozenset(),
+}
 
 
 def _is_hold(direction: Direction) -> bool:
@@ -54,6 +106,63 @@ class CallLogAdapter(logging.LoggerAdapter[logging.Logger]):
 
 
 HangupHandler = Callable[["Call", str], None]
+"""Ends the call (BYE, or 480 before the answer) with the given end reason."""
+TransferHandler = Callable[["Call", str, str], None]
+"""Hands the caller to a target (``call, target, end reason``) after the fallback prompt."""
+ObservationHandler = Callable[["Observation"], None]
+"""Receives a model's records (finished tool calls, turn latency)."""
+ModelFactory = Callable[[ObservationHandler], ModelSession]
+"""Builds a new, unopened model session reporting its records to the given handler."""
+
+
+class WatchedPlayout(PlayoutQueue):
+    """The RTP session's playout queue, telling the call about every model frame it sends.
+
+    ``pop()`` runs in the RTP session's ``datagrams_to_send``, right before the packet goes
+    out, so ``on_sent`` sees the moment a frame leaves, not the moment it was queued.
+    """
+
+    __slots__ = ("on_sent",)
+
+    def __init__(self, frame_ms: int, on_sent: Callable[[str, int], None]) -> None:
+        super().__init__(frame_ms)
+        self.on_sent = on_sent
+        """Called with the item id and its milliseconds sent so far, for tagged frames."""
+
+    def pop(self) -> bytes | None:
+        payload = super().pop()
+        item = self.current_item
+        if payload is not None and item is not None:
+            self.on_sent(item, self.played_ms(item))
+        return payload
+
+
+@dataclass(slots=True)
+class _Turn:
+    """The caller finished speaking; the reply's first packet is awaited."""
+
+    stopped_at: float
+    "Loop time of the model's SpeechStopped."
+    earlier_items: frozenset[str]
+    "Items queued or playing when the turn ended: not the reply."
+    item_id: str | None = None
+    "The reply's item, once its first frame is queued."
+
+
+@dataclass(slots=True)
+class _Prompt:
+    """The fallback prompt being played."""
+
+    item_id: str
+    duration_ms: int
+    done: asyncio.Event
+
+
+def _json_or_text(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 class Call:
@@ -65,18 +174,28 @@ class Call:
         dialog: Dialog,
         record: CallRecord,
         registry: CallRegistry,
-        model: ModelSession,
+        model: ModelSession | None = None,
+        model_factory: ModelFactory | None = None,
         local_host: str,
         rtp_port: int,
         ports: PortAllocator,
         inactivity_timeout: float,
         hold_inactivity_timeout: float,
         on_hangup: HangupHandler,
+        open_timeout: float = 10.0,
+        max_reconnects: int = 0,
+        transfer_target: str | None = None,
+        on_transfer: TransferHandler | None = None,
     ) -> None:
         self.dialog = dialog
         self.record = record
         self.registry = registry
-        self.model = model
+        if model is None:
+            if model_factory is None:
+                raise ValueError("a call needs a model or a model factory")
+            model = model_factory(self.observe)
+        self.model: ModelSession = model
+        """The current model session (a new one after a re-bridge)."""
         self.local_host = local_host
         self.rtp_port = rtp_port
         self.ports = ports
@@ -90,33 +209,83 @@ class Call:
         self._inactivity_timeout = inactivity_timeout
         self._hold_inactivity_timeout = hold_inactivity_timeout
         self._on_hangup = on_hangup
+        self._model_factory = model_factory
+        self._open_timeout = open_timeout
+        self._max_reconnects = max_reconnects
+        self._transfer_target = transfer_target
+        self._on_transfer = on_transfer
         self._closed = False
         self._port_owned_by_endpoint = False
-        self._model_open = False
-        self._media_started = False
+        self._link = ModelLink.OPENING
+        self._media_started = asyncio.Event()
+        # Events of a session that is not bridged yet, replayed once it is.
+        self._held_events: list[ModelEvent] = []
         # Frames pushed per model item since the last barge-in, in push order: the item
         # the caller interrupts may still be entirely queued (nothing of it played yet).
         self._queued_items: dict[str, int] = {}
+        self._turn: _Turn | None = None
+        self._prompt: _Prompt | None = None
+        self._prompts_played = 0
+        self.reconnects = 0
+        """New model sessions opened after a mid-call failure."""
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def session_id(self) -> str:
         return self.record.session_id
 
+    @property
+    def link(self) -> ModelLink:
+        """Where the call is with its model session."""
+        return self._link
+
+    def _set_link(self, link: ModelLink) -> None:
+        if link not in _LINK_TRANSITIONS[self._link]:
+            raise RuntimeError(f"illegal model link transition {self._link.name} -> {link.name}")
+        self.log.debug("model link %s -> %s", self._link.name, link.name)
+        self._link = link
+
     # -- set-up -----------------------------------------------------------------------------
-    async def open_model(self) -> None:
+    def _context(self) -> CallContext:
         codec = self.negotiated.codec.name if self.negotiated else "PCMU"
-        context = CallContext(
+        return CallContext(
             call_id=self.dialog.call_id,
             session_id=self.session_id,
             caller=self.record.caller_number or self.record.from_uri,
             callee=self.record.to_uri,
             codec=codec,
         )
-        await self.model.open(context, self._on_model_event)
+
+    def _sink_for(self, model: ModelSession) -> ModelSink:
+        """The sink of one session: a replaced session's late events are dropped."""
+
+        def sink(event: ModelEvent) -> None:
+            if model is not self.model or self._closed:
+                return
+            if self._link is ModelLink.BRIDGED:
+                self._on_model_event(event)
+            else:
+                self._held_events.append(event)
+
+        return sink
+
+    async def open_model(self) -> None:
+        """Open the first model session (raises when it cannot be opened)."""
+        model = self.model
+        await model.open(self._context(), self._sink_for(model))
         if self._closed:  # the call ended while the model was connecting
-            await self.model.close()
+            await model.close()
             return
-        self._model_open = True
+        self._bridge()
+
+    def _bridge(self) -> None:
+        """Let audio flow to the current session, replaying what it said meanwhile."""
+        self._set_link(ModelLink.BRIDGED)
+        held, self._held_events = self._held_events, []
+        for event in held:
+            if self._link is not ModelLink.BRIDGED:
+                break
+            self._on_model_event(event)
 
     async def start_media(self, negotiated: Negotiated) -> None:
         """Bind the RTP socket pair and start the stream (after the 200 OK is sent)."""
@@ -136,6 +305,7 @@ class Call:
             inactivity_timeout=self._inactivity_timeout,
             remote_rtcp_addr=negotiated.remote_rtcp_addr,
         )
+        session.playout = WatchedPlayout(session.playout.frame_ms, self._frame_sent)
         # From here the endpoint owns the port: it releases it when closed.
         self._port_owned_by_endpoint = True
         self.endpoint = await RtpEndpoint.create(
@@ -145,7 +315,7 @@ class Call:
             self.endpoint.close()
             return
         self._apply_direction(negotiated.direction)
-        self._media_started = True
+        self._media_started.set()
 
     def apply_negotiation(self, negotiated: Negotiated) -> None:
         self.negotiated = negotiated
@@ -180,7 +350,7 @@ class Call:
     # -- events -----------------------------------------------------------------------------
     def _on_rtp_event(self, event: object) -> None:
         if isinstance(event, AudioReceived):
-            if self._model_open:
+            if self._link is ModelLink.BRIDGED:
                 self.model.push_audio(event.payload)
         elif isinstance(event, DtmfReceived):
             self.receive_dtmf(event.digit)
@@ -191,7 +361,7 @@ class Call:
     def receive_dtmf(self, digit: str) -> None:
         self.record.dtmf.append(digit)
         self.registry.touch(self.record)
-        if self._model_open:
+        if self._link is ModelLink.BRIDGED:
             self.model.send_dtmf(digit)
 
     def _on_model_event(self, event: ModelEvent) -> None:
@@ -200,6 +370,7 @@ class Call:
             if endpoint is not None:
                 self._queue_audio(endpoint.session.playout, event)
         elif isinstance(event, SpeechStarted):
+            self._turn = None  # talking again before the reply was heard: no turn to time
             if endpoint is not None:
                 playout = endpoint.session.playout
                 item, played = self._interrupted_item(playout)
@@ -207,7 +378,7 @@ class Call:
                 self._queued_items.clear()
                 self.model.audio_interrupted(item, played)
         elif isinstance(event, SpeechStopped):
-            pass
+            self._turn_ended()
         elif isinstance(event, Transcript):
             if event.final:
                 self.record.transcript.append(
@@ -217,13 +388,16 @@ class Call:
         elif isinstance(event, ModelError):
             self.log.warning("model error: %s", event.message)
             if event.fatal:
-                self._on_hangup(self, "model-error")
+                self._model_lost(event.message)
         elif isinstance(event, ModelClosed):
             self.log.info("model closed: %s", event.reason)
-            self._on_hangup(self, "model-closed")
+            self._model_lost(event.reason)
 
     def _queue_audio(self, playout: PlayoutQueue, event: AudioOut) -> None:
         item = event.item_id
+        turn = self._turn
+        if turn is not None and turn.item_id is None and item not in turn.earlier_items:
+            turn.item_id = item
         if item is not None:
             queued = self._queued_items
             if item not in queued:
@@ -245,6 +419,192 @@ class Call:
         current = playout.current_item
         return current, playout.played_ms(current) if current is not None else 0
 
+    # -- records ----------------------------------------------------------------------------
+    def observe(self, observation: Observation) -> None:
+        """Record what the model reports: finished tool calls go to ``record.tool_calls``."""
+        # Only the openai model observes, so its module is loaded by the time this runs.
+        from bridge.realtime import ToolCallFinished
+
+        if self._closed or not isinstance(observation, ToolCallFinished):
+            return
+        output = _json_or_text(observation.output)
+        failed = observation.error_type is not None
+        error = output.get("error") if failed and isinstance(output, dict) else None
+        self.record.tool_calls.append(
+            {
+                "call_id": observation.call_id,
+                "name": observation.name,
+                "arguments": _json_or_text(observation.arguments),
+                "result": None if failed else output,
+                "error": (error or {"type": observation.error_type}) if failed else None,
+                "duration_ms": round(observation.duration_ms, 1),
+                "at": time.time(),
+            }
+        )
+        self.registry.touch(self.record)
+
+    def _turn_ended(self) -> None:
+        playout = self.endpoint.session.playout if self.endpoint is not None else None
+        earlier = set(self._queued_items)
+        if playout is not None and playout.current_item is not None:
+            earlier.add(playout.current_item)
+        self._turn = _Turn(stopped_at=asyncio.get_running_loop().time(),
+                           earlier_items=frozenset(earlier))
+
+    def _frame_sent(self, item_id: str, played_ms: int) -> None:
+        """A model or prompt frame is leaving as RTP (called by :class:`WatchedPlayout`)."""
+        turn = self._turn
+        if turn is not None and item_id == turn.item_id:
+            self._turn = None
+            self._record_turn(turn, item_id)
+        prompt = self._prompt
+        if prompt is not None and item_id == prompt.item_id and played_ms >= prompt.duration_ms:
+            prompt.done.set()
+
+    def _record_turn(self, turn: _Turn, item_id: str) -> None:
+        now = asyncio.get_running_loop().time()
+        wall = time.time()
+        latency = now - turn.stopped_at
+        self.record.turns.append(
+            {
+                "speech_stopped_at": wall - latency,
+                "first_audio_at": wall,
+                "latency_ms": round(latency * 1000, 1),
+                "item_id": item_id,
+            }
+        )
+        self.registry.touch(self.record)
+        self.log.debug("turn latency %.1f ms (%s)", latency * 1000, item_id)
+
+    def _system_line(self, event: str, text: str) -> None:
+        """A line in the transcript about the call itself (model lost, re-bridged...)."""
+        self.record.transcript.append(
+            {"role": "system", "event": event, "text": text, "at": time.time()}
+        )
+        self.registry.touch(self.record)
+
+    # -- model failures -----------------------------------------------------------------------
+    def model_unavailable(self, reason: str, detail: str) -> None:
+        """The first session never became ready: play the prompt, then transfer or hang up.
+
+        Called by the server once it answered the call anyway; ``reason`` is one word
+        (``refused``, ``unauthorized``, ``timeout``...) that goes into the end reason.
+        """
+        if self._link is not ModelLink.OPENING:
+            return
+        self.log.warning("model unavailable (%s): %s", reason, detail)
+        self._set_link(ModelLink.FALLBACK)
+        self._held_events.clear()
+        self._system_line("model-unavailable", f"{reason}: {detail}")
+        self._start(self._give_up(f"model-unavailable: {reason}"))
+
+    def _model_lost(self, reason: str) -> None:
+        """The bridged session failed: prompt, then a new session or the end of the call."""
+        if self._link is not ModelLink.BRIDGED:
+            return
+        self.log.warning("model lost: %s", reason)
+        self._set_link(ModelLink.FALLBACK)
+        self._system_line("model-lost", reason)
+        self._turn = None
+        self._start(self._rebridge(reason))
+
+    def _start(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        self._task = asyncio.get_running_loop().create_task(coroutine)
+
+    async def _give_up(self, end_reason: str) -> None:
+        # An open cut short by the set-up deadline may have left a connection behind.
+        await asyncio.shield(self._close_model(self.model))
+        await self._play_prompt()
+        self._end(end_reason)
+
+    async def _rebridge(self, reason: str) -> None:
+        failed = self.model
+        opening: asyncio.Task[None] | None = None
+        try:
+            await asyncio.shield(self._close_model(failed))
+            if self._model_factory is not None and self.reconnects < self._max_reconnects:
+                self.reconnects += 1
+                opening = asyncio.get_running_loop().create_task(self._reopen())
+            await self._play_prompt()
+            if opening is not None:
+                try:
+                    await opening
+                except Exception as exc:
+                    detail = str(exc) or type(exc).__name__
+                    self.log.warning("no new model session: %s", detail)
+                    self._system_line("rebridge-failed", detail)
+                else:
+                    if not self._closed:
+                        self._system_line("rebridged", reason)
+                        self.log.info("model re-bridged after: %s", reason)
+                        self._bridge()
+                    return
+            self._end(f"model-error: {reason}")
+        finally:
+            if opening is not None and not opening.done():
+                opening.cancel()
+
+    async def _reopen(self) -> None:
+        assert self._model_factory is not None
+        model = self._model_factory(self.observe)
+        self.model = model
+        self._held_events.clear()
+        try:
+            async with asyncio.timeout(self._open_timeout):
+                await model.open(self._context(), self._sink_for(model))
+        except BaseException:
+            await asyncio.shield(self._close_model(model))
+            raise
+        if self._closed:  # the call ended while the session was opening
+            await self._close_model(model)
+
+    async def _close_model(self, model: ModelSession) -> None:
+        try:
+            await model.close()
+        except Exception:  # a failing model must not keep the call's resources
+            self.log.exception("model close failed")
+
+    def _end(self, end_reason: str) -> None:
+        """After the prompt: hand the caller to the transfer target, or hang up."""
+        if self._closed:
+            return
+        if self._transfer_target is not None and self._on_transfer is not None:
+            self._on_transfer(self, self._transfer_target, end_reason)
+        else:
+            self._on_hangup(self, end_reason)
+
+    async def _play_prompt(self) -> None:
+        """Play the fallback prompt to its end (at once when no media will ever flow)."""
+        if self.endpoint is None:
+            if self.negotiated is None and self.pending_offer is None:
+                return
+            try:
+                await asyncio.wait_for(self._media_started.wait(), MEDIA_WAIT)
+            except TimeoutError:
+                return
+        endpoint = self.endpoint
+        frames = fallback_frames(self.record.codec or "PCMU")
+        if endpoint is None or self._closed or not frames:
+            return
+        playout = endpoint.session.playout
+        playout.flush()
+        self._queued_items.clear()
+        self._prompts_played += 1
+        prompt = _Prompt(
+            item_id=f"fallback-{self._prompts_played}",
+            duration_ms=len(frames) * playout.frame_ms,
+            done=asyncio.Event(),
+        )
+        self._prompt = prompt
+        for frame in frames:
+            playout.push(frame, prompt.item_id)
+        try:
+            await asyncio.wait_for(prompt.done.wait(), prompt.duration_ms / 1000 + PROMPT_SLACK)
+        except TimeoutError:
+            self.log.warning("fallback prompt not sent in time")
+        finally:
+            self._prompt = None
+
     # -- statistics and teardown ------------------------------------------------------------
     def refresh_stats(self) -> None:
         if self.endpoint is not None:
@@ -256,16 +616,18 @@ class Call:
         if self._closed:
             return
         self._closed = True
+        if self._link is not ModelLink.CLOSED:
+            self._set_link(ModelLink.CLOSED)
+        task = self._task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
         self.refresh_stats()
         if self.endpoint is not None:
             self.endpoint.close()
             await self.endpoint.wait_closed()
         elif not self._port_owned_by_endpoint:
             self.ports.release(self.rtp_port)
-        try:
-            await self.model.close()
-        except Exception:  # a failing model must not keep the call's resources
-            self.log.exception("model close failed")
+        await self._close_model(self.model)
         self.record.end_reason = self.record.end_reason or reason
         self.record.ended_at = time.time()
         self.registry.remove(self.session_id)

@@ -15,12 +15,12 @@ import secrets
 import time
 import uuid
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bridge import create_model
+from bridge import ModelSession, create_model
 from rtp.endpoint import PortAllocator
 
-from .call import Call
+from .call import Call, ObservationHandler
 from .dialog import Dialog, DialogState
 from .events import CallConfirmed, CallEnded, IncomingCall, InfoReceived, OfferReceived
 from .exceptions import RemoteProtocolError
@@ -33,12 +33,18 @@ from .transaction import Destination
 from .transport import SipTransport
 from .useragent import UserAgent
 
+if TYPE_CHECKING:
+    from bridge.tools import ToolAdapter
+
 __all__ = ["Server", "parse_dtmf_relay"]
 
 logger = logging.getLogger(__name__)
 
-#: How long the model may take to become ready before the call is refused.
+#: The least time the model may take to become ready before the caller hears the fallback
+#: prompt instead; the ``realtime_open_timeout`` setting (plus OPEN_MARGIN) raises it.
 MODEL_READY_TIMEOUT = 5.0
+#: Extra time over the model's own open timeout, so the model reports why it failed.
+OPEN_MARGIN = 1.0
 #: Send 180 Ringing when the model is not ready after this long.
 RING_AFTER = 0.2
 RETRY_AFTER = "5"
@@ -57,11 +63,36 @@ def parse_dtmf_relay(body: bytes) -> str | None:
     return None
 
 
-class Server:
-    """A running sipagent: SIP transports, calls, RTP ports and the admin API."""
+def _unavailable_reason(exc: BaseException) -> tuple[str, str]:
+    """(one word, description) of why a model session could not be opened."""
+    detail = str(exc) or type(exc).__name__
+    reason = getattr(exc, "reason", None)  # RealtimeConnectError, without importing the SDK
+    if isinstance(reason, str) and reason:
+        return reason, detail
+    if isinstance(exc, TimeoutError):
+        return "timeout", "the model did not become ready in time"
+    return "error", detail
 
-    def __init__(self, settings: Settings, registry: CallRegistry | None = None) -> None:
+
+class Server:
+    """A running sipagent: SIP transports, calls, RTP ports and the admin API.
+
+    ``tools`` is offered to every call's model (the ``openai`` model calls them).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: CallRegistry | None = None,
+        *,
+        tools: ToolAdapter | None = None,
+    ) -> None:
         self.settings = settings
+        self.tools = tools
+        self.model_ready_timeout = max(
+            MODEL_READY_TIMEOUT, settings.realtime_open_timeout + OPEN_MARGIN
+        )
+        """Seconds the model may take to open while the call rings."""
         self.registry = registry or CallRegistry()
         self.public_host = settings.effective_public_host
         self.ua = UserAgent(
@@ -232,24 +263,27 @@ class Server:
             else:
                 record.caller_number = asserted.user or asserted.opaque or record.caller_number
         try:
-            model = create_model(self.settings.model, self.settings)
+            call = Call(
+                dialog=dialog,
+                record=record,
+                registry=self.registry,
+                model_factory=self._new_model,
+                local_host=self.settings.sip_host,
+                rtp_port=port,
+                ports=self.ports,
+                inactivity_timeout=self.settings.rtp_inactivity_timeout,
+                hold_inactivity_timeout=self.settings.rtp_hold_inactivity_timeout,
+                on_hangup=self._hangup,
+                open_timeout=self.model_ready_timeout,
+                max_reconnects=self.settings.model_max_reconnects,
+                transfer_target=self.settings.fallback_transfer_target,
+                on_transfer=self._transfer,
+            )
         except Exception:
             self.ports.release(port)
             logger.exception("cannot create model %s", self.settings.model)
             self.ua.reject(dialog, 503, now, headers=(("Retry-After", RETRY_AFTER),))
             return
-        call = Call(
-            dialog=dialog,
-            record=record,
-            registry=self.registry,
-            model=model,
-            local_host=self.settings.sip_host,
-            rtp_port=port,
-            ports=self.ports,
-            inactivity_timeout=self.settings.rtp_inactivity_timeout,
-            hold_inactivity_timeout=self.settings.rtp_hold_inactivity_timeout,
-            on_hangup=self._hangup,
-        )
         if event.offer is not None:
             try:
                 offer = SessionDescription.parse(event.offer)
@@ -269,28 +303,37 @@ class Server:
         self.registry.add(record)
         self._spawn(self._setup(call, event.offer is None))
 
+    def _new_model(self, observer: ObservationHandler) -> ModelSession:
+        """A new session of the configured model; the openai one gets the tools and observer."""
+        if self.settings.model == "openai":
+            from bridge.openai_realtime import create_openai_model
+
+            return create_openai_model(self.settings, tools=self.tools, observer=observer)
+        return create_model(self.settings.model, self.settings)
+
     async def _setup(self, call: Call, late_offer: bool) -> None:
-        """Open the model while ringing, then answer (bounded wait)."""
+        """Open the model while ringing, then answer (bounded wait).
+
+        A model that is not ready in time does not refuse the call: the caller is answered
+        and hears the fallback prompt (:meth:`Call.model_unavailable`).
+        """
         dialog = call.dialog
         loop = asyncio.get_running_loop()
         ring = self.settings.ring_ms / 1000
         opening = loop.create_task(call.open_model())
         started = loop.time()
+        failure: Exception | None = None
         try:
             done, _ = await asyncio.wait({opening}, timeout=RING_AFTER)
             if (ring > 0 or not done) and dialog.state is DialogState.EARLY:
                 self.ua.ring(dialog, self._now())
                 self._pump()
-            await asyncio.wait_for(opening, MODEL_READY_TIMEOUT)
+            await asyncio.wait_for(opening, self.model_ready_timeout)
             remaining = ring - (loop.time() - started)
             if remaining > 0:
                 await asyncio.sleep(remaining)
         except Exception as exc:
-            call.log.warning("model not ready: %r", exc)
-            if dialog.state is DialogState.EARLY:
-                self.ua.reject(dialog, 503, self._now(), headers=(("Retry-After", RETRY_AFTER),))
-                self._pump()
-            return
+            failure = exc
         if dialog.state is not DialogState.EARLY:
             return  # cancelled while ringing
         if late_offer:
@@ -317,6 +360,8 @@ class Server:
         self.ua.answer(dialog, body, self._now())
         call.mark_answered()
         self._pump()
+        if failure is not None:
+            call.model_unavailable(*_unavailable_reason(failure))
 
     def _confirmed(self, event: CallConfirmed) -> None:
         call = self.calls.get(event.dialog)
@@ -376,6 +421,11 @@ class Server:
             return
         self.ua.answer_offer(event.dialog, bytes(negotiated.answer), now)
         call.apply_negotiation(negotiated)
+
+    def _transfer(self, call: Call, target: str, reason: str) -> None:
+        """Hand the caller to ``target``; without REFER support yet, the call ends with BYE."""
+        call.log.info("transfer to %s is not available: hanging up (%s)", target, reason)
+        self._hangup(call, reason)
 
     def _hangup(self, call: Call, reason: str) -> None:
         if call.dialog.state is DialogState.TERMINATED:

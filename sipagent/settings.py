@@ -7,7 +7,8 @@ Sources, from lowest to highest priority:
    files win), or only the file given with ``--config``; keys are the setting names at the
    top level of the file (``sip_port = 5070``), see ``config/sipagent.example.toml``;
 3. a ``.env`` file in the working directory;
-4. environment variables ``SIPAGENT_<NAME>`` (``OPENAI_API_KEY`` for the API key);
+4. environment variables ``SIPAGENT_<NAME>`` (``OPENAI_API_KEY`` for the API key,
+   ``OPENAI_BASE_URL`` for the API's base URL);
 5. keyword overrides passed to :func:`load_settings` (command-line options).
 
 A bad value raises :class:`ConfigError`, whose message is one line naming the setting by its
@@ -42,9 +43,17 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from .exceptions import RemoteProtocolError
+from .headers import SipUri
+
 __all__ = [
     "ENV_PREFIX",
+    "AudioFormat",
+    "Eagerness",
+    "GreetOn",
     "ModelName",
+    "NoiseReduction",
+    "TurnDetection",
     "ConfigError",
     "Settings",
     "default_config_files",
@@ -97,6 +106,23 @@ def _is_host(value: str) -> bool:
 
 
 ModelName = Literal["echo", "openai"]
+GreetOn = Literal["ready", "media"]
+TurnDetection = Literal["server_vad", "semantic_vad"]
+Eagerness = Literal["low", "medium", "high", "auto"]
+NoiseReduction = Literal["near_field", "far_field"]
+AudioFormat = Literal["g711", "pcm"]
+
+# Settings named after an OpenAI environment variable rather than SIPAGENT_<NAME>.
+_OPENAI_VARIABLES = {"openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL"}
+# The bridge's defaults (bridge.realtime_config.RealtimeConfig), repeated here so that loading
+# the settings does not import the openai SDK; a test keeps the two in step.
+_DEFAULT_INSTRUCTIONS = (
+    "You are a friendly voice assistant answering a phone call. Keep your answers short and "
+    "conversational; the caller can only hear you."
+)
+_DEFAULT_GREETING = "Greet the caller in one short sentence and ask how you can help."
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*\Z")
+_PHONE_NUMBER = re.compile(r"\+?[0-9][0-9-]*\Z")
 
 
 def _is_wildcard(host: str) -> bool:
@@ -158,6 +184,40 @@ class Settings(BaseSettings):
     """Where call history is stored."""
     log_level: str = "INFO"
     """Logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url")
+    )
+    """Base URL of the OpenAI API (OPENAI_BASE_URL); None: the SDK's default."""
+    realtime_model: str = "gpt-realtime"
+    """The Realtime model."""
+    realtime_voice: str = "marin"
+    """The voice the model speaks with."""
+    realtime_instructions: str = _DEFAULT_INSTRUCTIONS
+    """The session's system instructions."""
+    realtime_greeting: str | None = _DEFAULT_GREETING
+    """Instructions for the model's first words; None (empty text): wait for the caller."""
+    realtime_greet_on: GreetOn = "media"
+    """Greet once the session is ready ('ready') or once the caller's audio flows ('media')."""
+    realtime_turn_detection: TurnDetection = "server_vad"
+    """End of the caller's turn by volume ('server_vad') or by meaning ('semantic_vad')."""
+    realtime_eagerness: Eagerness = "auto"
+    """How quickly 'semantic_vad' ends the caller's turn."""
+    realtime_noise_reduction: NoiseReduction | None = "near_field"
+    """Input noise reduction: 'near_field' (handsets), 'far_field', or None ('none')."""
+    realtime_transcription_model: str | None = "gpt-4o-mini-transcribe"
+    """Model transcribing the caller for the call record; None ('none'): no caller transcripts."""
+    realtime_audio_format: AudioFormat = "g711"
+    """'g711': the call's PCMU/PCMA to the model untouched; 'pcm': 24 kHz PCM, resampled."""
+    realtime_append_ms: int = 20
+    """Caller audio per message to the model, 20 or 40 ms."""
+    realtime_tool_timeout: float = 5.0
+    """Seconds a tool may run before the model gets a timeout error instead."""
+    realtime_open_timeout: float = 5.0
+    """Seconds the Realtime session may take to open while the call rings."""
+    fallback_transfer_target: str | None = None
+    """Where to send callers when the model is unavailable (SIP/tel URI); None: hang up."""
+    model_max_reconnects: int = 1
+    """New model sessions tried per call after the model failed mid-call."""
 
     @property
     def effective_public_host(self) -> str:
@@ -279,11 +339,110 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)} (got {value!r})")
         return level
 
+    @field_validator("openai_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme, separator, rest = value.partition("://")
+        host = rest.split("/", 1)[0]
+        if scheme.lower() not in ("http", "https", "ws", "wss") or not separator or not host:
+            raise ValueError(f"must be an http(s):// or ws(s):// URL (got {value!r})")
+        return value
+
+    @field_validator("realtime_model", "realtime_voice")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"must be a name without spaces (got {value!r})")
+        return value
+
+    @field_validator("realtime_instructions")
+    @classmethod
+    def _check_instructions(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("realtime_greeting", "realtime_transcription_model", mode="before")
+    @classmethod
+    def _empty_means_none(cls, value: object, info: ValidationInfo) -> object:
+        # TOML has no null: "" turns these off, and so does "none" for a model name.
+        if isinstance(value, str):
+            text = value.strip()
+            if not text or (info.field_name != "realtime_greeting" and text.lower() == "none"):
+                return None
+        return value
+
+    @field_validator("realtime_noise_reduction", mode="before")
+    @classmethod
+    def _check_noise_reduction(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text in ("", "none"):
+                return None
+            if text not in ("near_field", "far_field"):
+                raise ValueError(f"must be 'near_field', 'far_field' or 'none' (got {value!r})")
+            return text
+        return value
+
+    @field_validator("realtime_transcription_model")
+    @classmethod
+    def _check_transcription_model(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.match(value):
+            raise ValueError(f"must be a model name or 'none' (got {value!r})")
+        return value
+
+    @field_validator("realtime_append_ms")
+    @classmethod
+    def _check_append_ms(cls, value: int) -> int:
+        if value not in (20, 40):
+            raise ValueError(f"must be 20 or 40 (got {value})")
+        return value
+
+    @field_validator("realtime_tool_timeout", "realtime_open_timeout")
+    @classmethod
+    def _check_model_timeout(cls, value: float) -> float:
+        if not (math.isfinite(value) and 0 < value <= 60):
+            raise ValueError(f"must be more than 0 and at most 60 seconds (got {value})")
+        return value
+
+    @field_validator("fallback_transfer_target")
+    @classmethod
+    def _check_transfer_target(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not _is_transfer_target(value):
+            raise ValueError(
+                f"must be a sip:, sips: or tel: URI or a phone number (got {value!r})"
+            )
+        return value
+
+    @field_validator("model_max_reconnects")
+    @classmethod
+    def _check_reconnects(cls, value: int) -> int:
+        return _check_range(value, 0, 10)
+
 
 def _check_range(value: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ValueError(f"must be between {low} and {high} (got {value})")
     return value
+
+
+def _is_transfer_target(value: str) -> bool:
+    """A ``sip:``/``sips:`` URI with a host, a ``tel:`` URI, or a bare phone number."""
+    if _PHONE_NUMBER.match(value):
+        return True
+    try:
+        uri = SipUri.parse(value)
+    except RemoteProtocolError:
+        return False
+    if uri.is_sip:
+        return bool(uri.host) and _is_host(uri.host)
+    number = (uri.opaque or "").split(";")[0]
+    return uri.scheme == "tel" and bool(_PHONE_NUMBER.match(number))
 
 
 class _TomlFilesSource(PydanticBaseSettingsSource):
@@ -324,9 +483,7 @@ def _one_line(text: str) -> str:
 
 def env_name(field_name: str) -> str:
     """The environment variable that sets a field."""
-    if field_name == "openai_api_key":
-        return "OPENAI_API_KEY"
-    return ENV_PREFIX + field_name.upper()
+    return _OPENAI_VARIABLES.get(field_name) or ENV_PREFIX + field_name.upper()
 
 
 _TYPE_MESSAGES = {
@@ -342,7 +499,7 @@ _TYPE_MESSAGES = {
 def _describe(error: ErrorDetails) -> tuple[str, str]:
     """(environment variable name, reason) of one pydantic error."""
     loc = str(error["loc"][0]) if error["loc"] else ""
-    field = "openai_api_key" if loc.lower() == "openai_api_key" else loc
+    field = loc.lower() if loc.lower() in _OPENAI_VARIABLES else loc
     context = error.get("ctx") or {}
     if error["type"] == "value_error":
         return env_name(field), _one_line(str(context.get("error", error["msg"])))
