@@ -1,22 +1,47 @@
-"""The admin HTTP API: health, readiness, and the calls in the registry.
+"""The admin HTTP API: health, readiness, calls, metrics, call history and the live dashboard.
 
 The app only reads the :class:`~sipagent.registry.CallRegistry` and asks a
-:class:`CallController` to act (hang up); it never reaches into SIP or RTP.
+:class:`CallController` to act (hang up, transfer); it never reaches into SIP or RTP.
+
+Authentication: with a ``token``, every endpoint except ``/health`` needs
+``Authorization: Bearer <token>`` and answers 401 with ``WWW-Authenticate: Bearer`` otherwise.
+The dashboard page (``/``, ``/static/*``) and the API docs (``/docs``, ``/openapi.json``) carry
+no call data and are served without it: the page asks for the token once, keeps it in
+``sessionStorage`` and sends it as a header on every request, including the ``/events`` stream,
+which it reads with ``fetch()`` rather than ``EventSource`` precisely so that the token never
+has to travel in a URL (where proxies and access logs would keep it).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Annotated, Protocol, runtime_checkable
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client.exposition import choose_encoder
+from pydantic import BaseModel, Field
 
 from sipagent.registry import CallRecord, CallRegistry, CallState
 
-__all__ = ["CallController", "create_app"]
+from .dashboard import SessionEvents, add_dashboard
+from .metrics import Metrics
+
+__all__ = [
+    "CallController",
+    "HistoryLike",
+    "TransferController",
+    "TransferRequest",
+    "create_app",
+]
 
 logger = logging.getLogger(__name__)
+
+MAX_HISTORY_PAGE = 500
 
 
 class CallController(Protocol):
@@ -31,9 +56,89 @@ class CallController(Protocol):
         ...
 
 
-def create_app(registry: CallRegistry, controller: CallController) -> FastAPI:
-    """Build the admin app over ``registry``, acting through ``controller``."""
+@runtime_checkable
+class TransferController(Protocol):
+    """A controller that can also hand a live call to someone else (SIP REFER)."""
+
+    async def transfer(self, session_id: str, target: str) -> bool:
+        """Start transferring a live call to ``target``; False when there is no such live call.
+
+        Raises :class:`ValueError` when ``target`` is not acceptable.
+        """
+        ...
+
+
+class HistoryLike(Protocol):
+    """A store of ended calls (SQLite, Postgres...)."""
+
+    async def list(self, limit: int, offset: int) -> Mapping[str, object]:
+        """Ended calls, newest first: ``{"total": n, "calls": [...]}``."""
+        ...
+
+
+class TransferRequest(BaseModel):
+    """Body of ``POST /sessions/{id}/transfer``."""
+
+    # No whitespace, controls, quotes or angle brackets: the target ends up in a Refer-To header.
+    target: str = Field(
+        min_length=1,
+        max_length=256,
+        pattern=r'^[^\x00-\x20\x7f<>"]+$',
+        description="Where to send the caller: a SIP URI (sip:agent@pbx.example) or a number.",
+        examples=["sip:frontdesk@pbx.example"],
+    )
+
+
+_BEARER = HTTPBearer(auto_error=False, description="The admin token.")
+
+
+class _BearerGuard:
+    """A dependency accepting only ``Authorization: Bearer <token>``."""
+
+    def __init__(self, token: str) -> None:
+        # Compare digests so neither the content nor the length of the token shows in timing.
+        self._expected = hashlib.sha256(token.encode()).digest()
+
+    async def __call__(
+        self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+    ) -> None:
+        if credentials is None:
+            raise HTTPException(
+                status_code=401,
+                detail="a bearer token is required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        given = hashlib.sha256(credentials.credentials.encode()).digest()
+        if not hmac.compare_digest(given, self._expected):
+            raise HTTPException(
+                status_code=401,
+                detail="invalid bearer token",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+
+
+def create_app(
+    registry: CallRegistry,
+    controller: CallController,
+    *,
+    token: str | None = None,
+    metrics: Metrics | None = None,
+    history: HistoryLike | None = None,
+) -> FastAPI:
+    """Build the admin app over ``registry``, acting through ``controller``.
+
+    ``token`` protects everything but ``/health`` (and the static dashboard and docs);
+    ``metrics`` is what ``/metrics`` exposes and ``history`` what ``/history`` pages through
+    (each endpoint answers 503 without it). Call ``app.state.events.close()`` before
+    stopping the server so open ``/events`` streams end at once.
+    """
+    if token is not None and not token:
+        raise ValueError("the admin token must not be empty (use None for no token)")
     app = FastAPI(title="sipagent admin", docs_url="/docs", redoc_url=None)
+    guard = [Depends(_BearerGuard(token))] if token is not None else []
+    api = APIRouter(dependencies=guard)
+    events = SessionEvents(registry)
+    app.state.events = events
 
     def find_live(session_id: str) -> CallRecord:
         record = registry.get(session_id)
@@ -45,13 +150,13 @@ def create_app(registry: CallRegistry, controller: CallController) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready")
+    @api.get("/ready")
     async def ready() -> JSONResponse:
         report = controller.ready()
         status_code = 200 if report.get("ready") is True else 503
         return JSONResponse(status_code=status_code, content=report)
 
-    @app.get("/sessions")
+    @api.get("/sessions")
     async def list_sessions(state: CallState | None = None) -> dict[str, object]:
         if state is None:
             records = registry.active()
@@ -62,14 +167,14 @@ def create_app(registry: CallRegistry, controller: CallController) -> FastAPI:
         sessions = [record.to_summary() for record in records]
         return {"count": len(sessions), "sessions": sessions}
 
-    @app.get("/sessions/{session_id}")
+    @api.get("/sessions/{session_id}")
     async def get_session(session_id: str) -> dict[str, object]:
         record = registry.get(session_id)
         if record is None:
             raise HTTPException(status_code=404, detail=f"unknown session {session_id}")
         return record.to_detail()
 
-    @app.delete("/sessions/{session_id}", status_code=202)
+    @api.delete("/sessions/{session_id}", status_code=202)
     async def hangup_session(session_id: str) -> dict[str, str]:
         find_live(session_id)
         if not await controller.hangup(session_id):
@@ -78,4 +183,44 @@ def create_app(registry: CallRegistry, controller: CallController) -> FastAPI:
         logger.info("admin hangup of session %s", session_id)
         return {"status": "hanging up", "session_id": session_id}
 
+    @api.post(
+        "/sessions/{session_id}/transfer",
+        status_code=202,
+        responses={501: {"description": "This server cannot transfer calls."}},
+    )
+    async def transfer_session(session_id: str, body: TransferRequest) -> dict[str, str]:
+        if not isinstance(controller, TransferController):
+            raise HTTPException(status_code=501, detail="this server cannot transfer calls")
+        find_live(session_id)
+        try:
+            started = await controller.transfer(session_id, body.target)
+        except ValueError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
+        if not started:
+            raise HTTPException(status_code=404, detail=f"no live session {session_id}")
+        logger.info("admin transfer of session %s to %s", session_id, body.target)
+        return {"status": "transferring", "session_id": session_id, "target": body.target}
+
+    @api.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus metrics."}},
+    )
+    async def get_metrics(request: Request) -> Response:
+        if metrics is None:
+            raise HTTPException(status_code=503, detail="metrics are not enabled")
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(content=encoder(metrics.registry), media_type=content_type)
+
+    @api.get("/history")
+    async def get_history(
+        limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_PAGE)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, object]:
+        if history is None:
+            raise HTTPException(status_code=503, detail="no call history store is configured")
+        return dict(await history.list(limit, offset))
+
+    add_dashboard(app, api, events)
+    app.include_router(api)
     return app

@@ -40,7 +40,7 @@ from bridge.base import (
     Transcript,
 )
 from bridge.fallback import fallback_frames
-from rtp.endpoint import PortAllocator, RtpEndpoint
+from rtp.endpoint import PortAllocator, PortReservation, RtpEndpoint
 from rtp.pacer import PlayoutQueue
 from rtp.session import AudioReceived, DtmfReceived, MediaTimeout, RtpSession
 
@@ -186,6 +186,7 @@ class Call:
         max_reconnects: int = 0,
         transfer_target: str | None = None,
         on_transfer: TransferHandler | None = None,
+        reservation: PortReservation | None = None,
     ) -> None:
         self.dialog = dialog
         self.record = record
@@ -199,6 +200,8 @@ class Call:
         self.local_host = local_host
         self.rtp_port = rtp_port
         self.ports = ports
+        # The port pair already bound for this call (so the SDP answer names a port we hold).
+        self._reservation = reservation
         self.sdp_session_id = secrets.randbelow(2**31)
         self.sdp_version = 0
         self.negotiated: Negotiated | None = None
@@ -308,9 +311,15 @@ class Call:
         session.playout = WatchedPlayout(session.playout.frame_ms, self._frame_sent)
         # From here the endpoint owns the port: it releases it when closed.
         self._port_owned_by_endpoint = True
-        self.endpoint = await RtpEndpoint.create(
-            session, self.local_host, self.ports, self._on_rtp_event, port=self.rtp_port
-        )
+        if self._reservation is not None:
+            self.endpoint = await RtpEndpoint.create(
+                session, self.local_host, self.ports, self._on_rtp_event,
+                reservation=self._reservation,
+            )
+        else:
+            self.endpoint = await RtpEndpoint.create(
+                session, self.local_host, self.ports, self._on_rtp_event, port=self.rtp_port
+            )
         if self._closed:  # the call ended while the sockets were being bound
             self.endpoint.close()
             return
@@ -625,6 +634,8 @@ class Call:
         if self.endpoint is not None:
             self.endpoint.close()
             await self.endpoint.wait_closed()
+        elif self._reservation is not None:
+            self._reservation.release()  # harmless if the endpoint took it over
         elif not self._port_owned_by_endpoint:
             self.ports.release(self.rtp_port)
         await self._close_model(self.model)

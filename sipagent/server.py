@@ -18,7 +18,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from bridge import ModelSession, create_model
-from rtp.endpoint import PortAllocator
+from rtp.endpoint import PortAllocator, reserve_port_pair
 
 from .call import Call, ObservationHandler
 from .dialog import Dialog, DialogState
@@ -236,11 +236,12 @@ class Server:
             self.ua.reject(dialog, 486, now, headers=(("Retry-After", RETRY_AFTER),))
             return
         try:
-            port = self.ports.allocate()
-        except RuntimeError:
-            logger.warning("no free RTP port: refusing %s", dialog.call_id)
+            reservation = reserve_port_pair(self.settings.sip_host, self.ports)
+        except (RuntimeError, OSError) as exc:
+            logger.warning("no free RTP port (%s): refusing %s", exc, dialog.call_id)
             self.ua.reject(dialog, 503, now, headers=(("Retry-After", RETRY_AFTER),))
             return
+        port = reservation.port
         request = event.request
         from_ = request.from_
         identity = request.headers.get("P-Asserted-Identity")
@@ -278,9 +279,10 @@ class Server:
                 max_reconnects=self.settings.model_max_reconnects,
                 transfer_target=self.settings.fallback_transfer_target,
                 on_transfer=self._transfer,
+                reservation=reservation,
             )
         except Exception:
-            self.ports.release(port)
+            reservation.release()
             logger.exception("cannot create model %s", self.settings.model)
             self.ua.reject(dialog, 503, now, headers=(("Retry-After", RETRY_AFTER),))
             return
@@ -294,7 +296,7 @@ class Server:
                     session_id=call.sdp_session_id,
                 )
             except RemoteProtocolError as exc:
-                self.ports.release(port)
+                reservation.release()
                 warning = f'304 {self.public_host} "{exc.reason}"'
                 self.ua.reject(dialog, exc.status, now, headers=(("Warning", warning),))
                 return
