@@ -485,7 +485,7 @@ class Call:
         self.registry.touch(self.record)
         self.log.debug("turn latency %.1f ms (%s)", latency * 1000, item_id)
 
-    def _system_line(self, event: str, text: str) -> None:
+    def system_line(self, event: str, text: str) -> None:
         """A line in the transcript about the call itself (model lost, re-bridged...)."""
         self.record.transcript.append(
             {"role": "system", "event": event, "text": text, "at": time.time()}
@@ -504,7 +504,7 @@ class Call:
         self.log.warning("model unavailable (%s): %s", reason, detail)
         self._set_link(ModelLink.FALLBACK)
         self._held_events.clear()
-        self._system_line("model-unavailable", f"{reason}: {detail}")
+        self.system_line("model-unavailable", f"{reason}: {detail}")
         self._start(self._give_up(f"model-unavailable: {reason}"))
 
     def _model_lost(self, reason: str) -> None:
@@ -513,7 +513,7 @@ class Call:
             return
         self.log.warning("model lost: %s", reason)
         self._set_link(ModelLink.FALLBACK)
-        self._system_line("model-lost", reason)
+        self.system_line("model-lost", reason)
         self._turn = None
         self._start(self._rebridge(reason))
 
@@ -541,10 +541,10 @@ class Call:
                 except Exception as exc:
                     detail = str(exc) or type(exc).__name__
                     self.log.warning("no new model session: %s", detail)
-                    self._system_line("rebridge-failed", detail)
+                    self.system_line("rebridge-failed", detail)
                 else:
                     if not self._closed:
-                        self._system_line("rebridged", reason)
+                        self.system_line("rebridged", reason)
                         self.log.info("model re-bridged after: %s", reason)
                         self._bridge()
                     return

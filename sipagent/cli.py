@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 
+from .history import HistoryRecorder, HistoryStore, open_history
 from .settings import ConfigError, Settings, load_settings
 
 __all__ = ["main", "run"]
@@ -16,9 +17,21 @@ __all__ = ["main", "run"]
 logger = logging.getLogger("sipagent")
 
 
+class HistoryPages:
+    """The admin's view of the history store: ``{"total": n, "calls": [...]}`` pages."""
+
+    def __init__(self, store: HistoryStore) -> None:
+        self._store = store
+
+    async def list(self, limit: int, offset: int) -> dict[str, object]:
+        page = await self._store.list(limit=limit, offset=offset)
+        return {"total": page.total, "calls": list(page)}
+
+
 async def run(settings: Settings) -> None:
     """Run the server and its admin until SIGINT/SIGTERM (the second one is immediate)."""
     from admin.app import create_app
+    from admin.metrics import Metrics
     from admin.server import start_admin
 
     from .server import Server
@@ -47,13 +60,22 @@ async def run(settings: Settings) -> None:
             loop.add_signal_handler(sig, on_signal)
             handled.append(sig)
     try:
-        await server.start()
+        history = await open_history(settings.database_url)
+        recorder = HistoryRecorder(history, server.registry)
+        metrics = Metrics()
+        metrics.sip_counters(server.ua.counters)
+        metrics.track(server.registry)
+        token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        app = create_app(
+            server.registry, server, token=token, metrics=metrics, history=HistoryPages(history)
+        )
         try:
-            admin = await start_admin(
-                create_app(server.registry, server), settings.admin_host, settings.admin_port
-            )
+            await server.start()
+            admin = await start_admin(app, settings.admin_host, settings.admin_port)
         except BaseException:
             await server.stop()
+            await recorder.close()
+            await history.close()
             raise
         logger.info("admin on %s", admin.url)
         try:
@@ -66,7 +88,10 @@ async def run(settings: Settings) -> None:
             await server.stop()
             raise
         finally:
+            app.state.events.close()
             await admin.stop()
+            await recorder.close()
+            await history.close()
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
@@ -97,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         runner(run(settings))
+    except ConfigError as exc:  # found at start-up, e.g. an unreachable database
+        print(f"sipagent: configuration error: {exc}", file=sys.stderr)
+        return 2
     except (OSError, AdminStartupError) as exc:
         print(f"sipagent: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -22,7 +22,16 @@ from rtp.endpoint import PortAllocator, reserve_port_pair
 
 from .call import Call, ObservationHandler
 from .dialog import Dialog, DialogState
-from .events import CallConfirmed, CallEnded, IncomingCall, InfoReceived, OfferReceived
+from .events import (
+    CallConfirmed,
+    CallEnded,
+    IncomingCall,
+    InfoReceived,
+    OfferReceived,
+    TransferAccepted,
+    TransferProgress,
+    TransferRejected,
+)
 from .exceptions import RemoteProtocolError
 from .headers import NameAddress, split_header_values
 from .offer_answer import Negotiated, accept_answer, make_offer, negotiate
@@ -74,6 +83,20 @@ def _unavailable_reason(exc: BaseException) -> tuple[str, str]:
     return "error", detail
 
 
+class _PendingTransfer:
+    """A REFER we sent: where to, why, and who waits for the peer's answer."""
+
+    def __init__(self, *, target: str, reason: str, hang_up_on_failure: bool = False) -> None:
+        self.target = target
+        self.reason = reason
+        self.hang_up_on_failure = hang_up_on_failure
+        self.accepted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def settle(self, accepted: bool) -> None:
+        if not self.accepted.done():
+            self.accepted.set_result(accepted)
+
+
 class Server:
     """A running sipagent: SIP transports, calls, RTP ports and the admin API.
 
@@ -109,6 +132,7 @@ class Server:
         )
         self.ports = PortAllocator(settings.rtp_port_min, settings.rtp_port_max)
         self.calls: dict[Dialog, Call] = {}
+        self._transfers: dict[Dialog, _PendingTransfer] = {}
         self.draining = False
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -217,9 +241,14 @@ class Server:
                     call.receive_dtmf(digit)
         elif isinstance(event, CallEnded):
             call = self.calls.pop(event.dialog, None)
+            pending = self._transfers.pop(event.dialog, None)
+            if pending is not None:
+                pending.settle(False)
             if call is not None:
                 call.record.end_reason = call.record.end_reason or event.reason
                 self._spawn(call.close(event.reason))
+        elif isinstance(event, TransferAccepted | TransferRejected | TransferProgress):
+            self._transfer_event(event)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -424,10 +453,75 @@ class Server:
         self.ua.answer_offer(event.dialog, bytes(negotiated.answer), now)
         call.apply_negotiation(negotiated)
 
+    # -- transfer (REFER) ----------------------------------------------------------------
+    async def transfer(self, session_id: str, target: str) -> bool:
+        """Blind-transfer a live call to ``target`` (admin, agents); True once accepted.
+
+        Raises ValueError for a target that is not a sip:/sips:/tel: URI.
+        """
+        if not target.lower().startswith(("sip:", "sips:", "tel:")):
+            raise ValueError("the transfer target must be a sip:, sips: or tel: URI")
+        call = next((c for c in self.calls.values() if c.session_id == session_id), None)
+        if call is None:
+            return False
+        return await self.refer(call, target, reason="transferred")
+
+    async def refer(self, call: Call, target: str, *, reason: str) -> bool:
+        """Send REFER; resolves True when the peer accepts it (2xx), False otherwise.
+
+        When the transfer then succeeds (final NOTIFY 2xx) we hang up with ``reason``; when
+        it fails after being accepted, the caller stays with the agent.
+        """
+        dialog = call.dialog
+        if dialog.state is not DialogState.CONFIRMED or dialog in self._transfers:
+            return False
+        pending = _PendingTransfer(target=target, reason=reason)
+        self._transfers[dialog] = pending
+        self.ua.refer(dialog, target, self._now())
+        call.system_line("transfer-requested", f"REFER to {target}")
+        self._pump()
+        return await pending.accepted
+
+    def _transfer_event(
+        self, event: TransferAccepted | TransferRejected | TransferProgress
+    ) -> None:
+        call = self.calls.get(event.dialog)
+        pending = self._transfers.get(event.dialog)
+        if call is None or pending is None:
+            return
+        if isinstance(event, TransferAccepted):
+            call.system_line("transfer-accepted", f"{pending.target} ({event.status})")
+            pending.settle(True)
+        elif isinstance(event, TransferRejected):
+            del self._transfers[event.dialog]
+            call.system_line(
+                "transfer-rejected", f"{pending.target}: {event.status} {event.reason}"
+            )
+            pending.settle(False)
+            if pending.hang_up_on_failure:
+                self._hangup(call, pending.reason)
+        elif event.final:
+            del self._transfers[event.dialog]
+            if 200 <= event.status < 300:
+                call.system_line("transferred", pending.target)
+                self._hangup(call, pending.reason)
+            else:
+                call.system_line(
+                    "transfer-failed", f"{pending.target}: the target answered {event.status}"
+                )
+                if pending.hang_up_on_failure:
+                    self._hangup(call, pending.reason)
+
     def _transfer(self, call: Call, target: str, reason: str) -> None:
-        """Hand the caller to ``target``; without REFER support yet, the call ends with BYE."""
-        call.log.info("transfer to %s is not available: hanging up (%s)", target, reason)
-        self._hangup(call, reason)
+        """The call's own fallback (model lost): REFER to ``target``, else hang up."""
+        if call.dialog.state is not DialogState.CONFIRMED or call.dialog in self._transfers:
+            self._hangup(call, reason)
+            return
+        pending = _PendingTransfer(target=target, reason=reason, hang_up_on_failure=True)
+        self._transfers[call.dialog] = pending
+        self.ua.refer(call.dialog, target, self._now())
+        call.system_line("transfer-requested", f"REFER to {target} ({reason})")
+        self._pump()
 
     def _hangup(self, call: Call, reason: str) -> None:
         if call.dialog.state is DialogState.TERMINATED:

@@ -182,6 +182,8 @@ class Settings(BaseSettings):
     """User-Agent / Server header value."""
     database_url: str = "sqlite:///data/sipagent.sqlite3"
     """Where call history is stored."""
+    admin_token: SecretStr | None = None
+    """Bearer token the admin API requires on everything but /health; None: no auth."""
     log_level: str = "INFO"
     """Logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
     openai_base_url: str | None = Field(
@@ -319,6 +321,15 @@ class Settings(BaseSettings):
     def _check_user_agent(cls, value: str) -> str:
         if not value.strip() or not value.isprintable():
             raise ValueError(f"must be non-empty printable text (got {value!r})")
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _check_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value() == "":
+            return None
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (or unset for no auth)")
         return value
 
     @field_validator("database_url")

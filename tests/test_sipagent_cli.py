@@ -276,7 +276,7 @@ async def test_second_sigterm_stops_at_once(tmp_path: Path, agents: list[Agent])
 async def test_sip_port_in_use_is_one_line(tmp_path: Path, agents: list[Agent]) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind((LOCALHOST, 0))
-        agent = await spawn(tmp_path, sip_port=taken.getsockname()[1])
+        agent = await spawn(tmp_path, sip_port=taken.getsockname()[1], SIPAGENT_LOG_LEVEL="WARNING")
         agents.append(agent)
         code = await agent.wait_exit(START_TIMEOUT)
     assert code != 0
@@ -317,3 +317,20 @@ async def test_console_script_reports_config_errors(tmp_path: Path) -> None:
     assert process.returncode == 2
     lines = error_lines(err.decode())
     assert len(lines) == 1 and "SIPAGENT_SIP_PORT" in lines[0]
+
+
+async def test_running_server_serves_metrics_history_and_requires_the_token(
+    tmp_path: Path, agents: list[Agent]
+) -> None:
+    token = "t" * 20
+    agent = await spawn(tmp_path, SIPAGENT_ADMIN_TOKEN=token)
+    agents.append(agent)
+    await agent.wait_healthy()
+    async with httpx.AsyncClient(base_url=agent.admin_url, trust_env=False) as client:
+        assert (await client.get("/sessions")).status_code == 401
+        headers = {"Authorization": f"Bearer {token}"}
+        metrics = await client.get("/metrics", headers=headers)
+        assert metrics.status_code == 200 and "sipagent_active_calls" in metrics.text
+        history = await client.get("/history", headers=headers)
+        assert history.status_code == 200 and history.json()["total"] == 0
+    assert (tmp_path / "data" / "sipagent.sqlite3").exists()

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from admin.app import create_app
-from sipagent.message import Response
+from sipagent.dialog import DialogState
+from sipagent.message import Request, Response, make_response
+from sipagent.registry import CallRecord
 from sipagent.server import Server, parse_dtmf_relay
 from tests.peers.audio import cross_correlate, ulaw_decode
 from tests.peers.harness import start_server, wait_for
@@ -277,3 +279,53 @@ def test_echo_payloads_fixture_is_speech() -> None:
     assert len(payloads) >= 100
     samples = ulaw_decode(b"".join(payloads))
     assert float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) > 300
+
+
+async def confirmed_call(server: Server, phone: Softphone) -> CallRecord:
+    """Call, and wait until the server has the ACK (a REFER needs a confirmed dialog)."""
+    await phone.call()
+    await wait_for(lambda: any(d.state is DialogState.CONFIRMED for d in server.calls))
+    return server.registry.active()[0]
+
+
+async def expect_request(phone: Softphone, method: str, timeout: float = 5.0) -> Request:
+    while True:
+        message = await phone.next_message(timeout)
+        if isinstance(message, Request) and message.method == method:
+            return message
+
+
+async def test_blind_transfer_by_refer(server: Server, phone: Softphone) -> None:
+    record = await confirmed_call(server, phone)
+    transferring = asyncio.create_task(server.transfer(record.session_id, "sip:human@pbx.test"))
+    refer = await expect_request(phone, "REFER")
+    assert refer.headers.get("Refer-To") == "<sip:human@pbx.test>"
+    phone.send(make_response(refer, 202))
+    assert await transferring is True
+    for sipfrag, state in ((b"SIP/2.0 180 Ringing\r\n", "active"),
+                           (b"SIP/2.0 200 OK\r\n", "terminated;reason=noresource")):
+        notify = phone.request(
+            "NOTIFY", sipfrag.decode(), content_type="message/sipfrag",
+            extra=(("Event", "refer"), ("Subscription-State", state)),
+        )
+        phone.send(notify)
+        assert (await phone.final_response()).status == 200
+    await phone.expect_bye(timeout=5)
+    await wait_for(lambda: not server.calls)
+    assert record.end_reason == "transferred"
+    events = [line.get("event") for line in record.transcript if line["role"] == "system"]
+    assert events == ["transfer-requested", "transfer-accepted", "transferred"]
+
+
+async def test_refused_transfer_keeps_the_call(server: Server, phone: Softphone) -> None:
+    record = await confirmed_call(server, phone)
+    transferring = asyncio.create_task(server.transfer(record.session_id, "tel:+15550100"))
+    refer = await expect_request(phone, "REFER")
+    phone.send(make_response(refer, 603))
+    assert await transferring is False
+    assert server.calls and record.state == "answered"
+    assert record.transcript[-1]["event"] == "transfer-rejected"
+    with pytest.raises(ValueError):
+        await server.transfer(record.session_id, "human@pbx")
+    assert await server.transfer("no-such-session", "sip:human@pbx.test") is False
+    await phone.hangup()

@@ -470,3 +470,16 @@ def test_example_config_documents_every_setting_with_its_default(tmp_path: Path)
 def test_unreadable_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r": cannot read config file \(.+\)$"):
         load_settings(str(tmp_path))
+
+
+def test_admin_token_is_secret_and_long_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIPAGENT_ADMIN_TOKEN", "0123456789abcdef")
+    settings = load_settings()
+    assert settings.admin_token is not None
+    assert settings.admin_token.get_secret_value() == "0123456789abcdef"
+    assert "0123456789abcdef" not in repr(settings)
+    monkeypatch.setenv("SIPAGENT_ADMIN_TOKEN", "short")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).startswith("SIPAGENT_ADMIN_TOKEN: must be at least 16 characters")
+    assert "\n" not in str(info.value)
