@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -365,7 +366,7 @@ def _sqlite_open(path: str) -> tuple[sqlite3.Connection, int]:
     try:
         connection.row_factory = sqlite3.Row
         connection.execute("PRAGMA busy_timeout = 10000")
-        connection.execute("PRAGMA journal_mode = WAL")
+        _retry_locked(lambda: connection.execute("PRAGMA journal_mode = WAL"))
         connection.execute("PRAGMA synchronous = NORMAL")
         version = _sqlite_migrate(connection)
     except sqlite3.Error as exc:
@@ -375,6 +376,22 @@ def _sqlite_open(path: str) -> tuple[sqlite3.Connection, int]:
         connection.close()
         raise
     return connection, version
+
+
+def _retry_locked(statement: Callable[[], object], attempts: int = 100) -> None:
+    """Run ``statement``, retrying while another connection holds the database.
+
+    Switching the journal mode does not go through SQLite's busy handler when several
+    processes open a fresh database at once, so its "database is locked" is retried here.
+    """
+    for attempt in range(attempts):
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)  # in the store's worker thread, never on the event loop
 
 
 def _sqlite_migrate(connection: sqlite3.Connection) -> int:
