@@ -14,10 +14,10 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from bridge import ModelSession, create_model
+from bridge import CallContext, ModelSession, create_model
 from rtp.endpoint import PortAllocator, reserve_port_pair
 
 from .call import Call, ObservationHandler
@@ -33,16 +33,17 @@ from .events import (
     TransferRejected,
 )
 from .exceptions import RemoteProtocolError
-from .headers import NameAddress, split_header_values
+from .headers import NameAddress, SipUri, split_header_values
 from .offer_answer import Negotiated, accept_answer, make_offer, negotiate
 from .registry import CallRecord, CallRegistry
 from .sdp import PCMA, PCMU, SessionDescription
-from .settings import Settings
+from .settings import ConfigError, Settings, env_name
 from .transaction import Destination
 from .transport import SipTransport
 from .useragent import UserAgent
 
 if TYPE_CHECKING:
+    from bridge.agents import AgentDirectory
     from bridge.tools import ToolAdapter
 
 __all__ = ["Server", "parse_dtmf_relay"]
@@ -112,6 +113,8 @@ class Server:
     ) -> None:
         self.settings = settings
         self.tools = tools
+        self.agents: AgentDirectory | None = None
+        """The agents the openai model serves (loaded by start() when no tools are given)."""
         self.model_ready_timeout = max(
             MODEL_READY_TIMEOUT, settings.realtime_open_timeout + OPEN_MARGIN
         )
@@ -139,7 +142,19 @@ class Server:
         self._stats_task: asyncio.Task[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
+    def load_agents(self) -> None:
+        """Load the agent definitions; a broken file stops start-up with one line."""
+        if self.settings.model != "openai" or self.tools is not None:
+            return
+        from bridge.agents import AgentConfigError, AgentDirectory
+
+        try:
+            self.agents = AgentDirectory.load(self.settings.agents_path)
+        except AgentConfigError as exc:
+            raise ConfigError(f"{env_name('agents_path')}: {exc}") from None
+
     async def start(self) -> None:
+        self.load_agents()
         await self.transport.start()
         self.ua.port = self.transport.port
         self._stats_task = asyncio.get_running_loop().create_task(self._refresh_stats())
@@ -297,7 +312,7 @@ class Server:
                 dialog=dialog,
                 record=record,
                 registry=self.registry,
-                model_factory=self._new_model,
+                model_factory=self._model_factory(dialog, record),
                 local_host=self.settings.sip_host,
                 rtp_port=port,
                 ports=self.ports,
@@ -334,13 +349,54 @@ class Server:
         self.registry.add(record)
         self._spawn(self._setup(call, event.offer is None))
 
-    def _new_model(self, observer: ObservationHandler) -> ModelSession:
-        """A new session of the configured model; the openai one gets the tools and observer."""
-        if self.settings.model == "openai":
-            from bridge.openai_realtime import create_openai_model
+    def _model_factory(
+        self, dialog: Dialog, record: CallRecord
+    ) -> Callable[[ObservationHandler], ModelSession]:
+        """How this call makes its model sessions (again after a re-bridge).
 
-            return create_openai_model(self.settings, tools=self.tools, observer=observer)
-        return create_model(self.settings.model, self.settings)
+        The openai model gets the tools: the server's, or a multi-agent adapter of its own
+        per call (the same one across re-bridges, so the current agent survives).
+        """
+        if self.settings.model != "openai":
+            return lambda observer: create_model(self.settings.model, self.settings)
+        from bridge.openai_realtime import create_openai_model
+
+        tools = self.tools
+        agents = self.agents
+        adapter = None
+        if tools is None and agents is not None:
+            from bridge.agents import AgentCallContext, MultiAgentAdapter
+
+            context = AgentCallContext.for_call(
+                CallContext(
+                    call_id=dialog.call_id,
+                    session_id=record.session_id,
+                    caller=record.caller_number or record.from_uri,
+                    callee=record.to_uri,
+                    codec="PCMU",
+                ),
+                caller_number=record.caller_number,
+                dialled_number=SipUri.parse(record.to_uri).user,
+            )
+
+            async def refer(target: str) -> bool:
+                call = self.calls.get(dialog)
+                if call is None:
+                    return False
+                return await self.refer(call, target, reason="transferred-to-human")
+
+            adapter = MultiAgentAdapter(
+                agents, context, transfer=refer, transfer_target=self.settings.transfer_target
+            )
+            tools = adapter
+
+        def make(observer: ObservationHandler) -> ModelSession:
+            model = create_openai_model(self.settings, tools=tools, observer=observer)
+            if adapter is not None:
+                model.config = adapter.configure(model.config)
+            return model
+
+        return make
 
     async def _setup(self, call: Call, late_offer: bool) -> None:
         """Open the model while ringing, then answer (bounded wait).

@@ -216,6 +216,10 @@ class Settings(BaseSettings):
     """Seconds a tool may run before the model gets a timeout error instead."""
     realtime_open_timeout: float = 5.0
     """Seconds the Realtime session may take to open while the call rings."""
+    agents_path: str = "config/agents"
+    """Directory (or file) of the agent definitions the openai model uses."""
+    transfer_target: str | None = None
+    """sip:/tel: URI that transfer_to_human and the admin's default transfer go to."""
     fallback_transfer_target: str | None = None
     """Where to send callers when the model is unavailable (SIP/tel URI); None: hang up."""
     model_max_reconnects: int = 1
@@ -418,7 +422,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be more than 0 and at most 60 seconds (got {value})")
         return value
 
-    @field_validator("fallback_transfer_target")
+    @field_validator("transfer_target", "fallback_transfer_target")
     @classmethod
     def _check_transfer_target(cls, value: str | None) -> str | None:
         if value is None:
