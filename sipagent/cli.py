@@ -63,7 +63,7 @@ async def run(settings: Settings) -> None:
         history = await open_history(settings.database_url)
         recorder = HistoryRecorder(history, server.registry)
         metrics = Metrics()
-        metrics.sip_counters(server.ua.counters)
+        metrics.sip_counters(lambda: {**server.ua.counters, **server.policy.metric_counters()})
         metrics.track(server.registry)
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         app = create_app(

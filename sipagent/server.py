@@ -35,6 +35,7 @@ from .events import (
 from .exceptions import RemoteProtocolError
 from .headers import NameAddress, SipUri, split_header_values
 from .offer_answer import Negotiated, accept_answer, make_offer, negotiate
+from .policy import Action, EdgePolicy, dialled_users, refusal
 from .registry import CallRecord, CallRegistry
 from .sdp import PCMA, PCMU, SessionDescription
 from .settings import ConfigError, Settings, env_name
@@ -134,6 +135,7 @@ class Server:
             settings.sip_host, settings.sip_port, self._on_message, tcp_idle_timeout=4 * 3600.0
         )
         self.ports = PortAllocator(settings.rtp_port_min, settings.rtp_port_max)
+        self.policy = EdgePolicy.from_settings(settings)
         self.calls: dict[Dialog, Call] = {}
         self._transfers: dict[Dialog, _PendingTransfer] = {}
         self.draining = False
@@ -211,8 +213,21 @@ class Server:
         return asyncio.get_running_loop().time()
 
     def _on_message(self, data: bytes, source: Destination) -> None:
+        now = self._now()
+        # Before parsing, so a flood costs a dictionary lookup per datagram.
+        verdict = self.policy.check_datagram(source.host, now)
+        if verdict.action is Action.DROP:
+            return
+        if verdict.action is Action.REJECT:
+            answer = refusal(
+                data, source, verdict, to_tag=secrets.token_hex(6),
+                server=self.settings.user_agent,
+            )
+            if answer is not None:
+                self.transport.send(*answer)
+            return
         try:
-            self.ua.receive(data, source, self._now())
+            self.ua.receive(data, source, now)
         except Exception:  # never let one message take the transport loop down
             logger.exception("error handling SIP message from %s", source)
         self._pump()
@@ -276,8 +291,12 @@ class Server:
         if self.draining:
             self.ua.reject(dialog, 503, now, headers=(("Retry-After", RETRY_AFTER),))
             return
-        if len(self.calls) >= self.settings.max_calls:
-            self.ua.reject(dialog, 486, now, headers=(("Retry-After", RETRY_AFTER),))
+        verdict = self.policy.check_invite(
+            dialog.source.host, dialled_users(event.request), now,
+            len(self.calls), self.settings.max_calls,
+        )
+        if not verdict.allowed:
+            self.ua.reject(dialog, verdict.status or 403, now, headers=verdict.headers)
             return
         try:
             reservation = reserve_port_pair(self.settings.sip_host, self.ports)

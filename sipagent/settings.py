@@ -25,7 +25,7 @@ import re
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -39,12 +39,14 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
 from .exceptions import RemoteProtocolError
 from .headers import SipUri
+from .policy import parse_cidrs, parse_numbers, preset_path
 
 __all__ = [
     "ENV_PREFIX",
@@ -216,6 +218,20 @@ class Settings(BaseSettings):
     """Seconds a tool may run before the model gets a timeout error instead."""
     realtime_open_timeout: float = 5.0
     """Seconds the Realtime session may take to open while the call rings."""
+    allow_cidrs: Annotated[tuple[str, ...], NoDecode] = ()
+    """Sources (IPs or CIDRs, comma-separated) allowed to send SIP; empty: everyone."""
+    allow_preset: str | None = None
+    """A carrier's published signalling ranges added to allow_cidrs ('twilio')."""
+    numbers: Annotated[tuple[str, ...], NoDecode] = ()
+    """Dialled numbers/users we answer (comma-separated); empty: any."""
+    rate_limit: float = 15.0
+    """SIP requests per second allowed per source (0: no limit)."""
+    rate_burst: int = 30
+    """Requests a source may send at once before rate_limit applies."""
+    max_new_calls_per_second: float = 20.0
+    """New calls accepted per second (0: no limit)."""
+    drop_unknown_sources: bool = True
+    """Drop (rather than answer 403) requests from sources not allowed."""
     agents_path: str = "config/agents"
     """Directory (or file) of the agent definitions the openai model uses."""
     transfer_target: str | None = None
@@ -420,6 +436,38 @@ class Settings(BaseSettings):
     def _check_model_timeout(cls, value: float) -> float:
         if not (math.isfinite(value) and 0 < value <= 60):
             raise ValueError(f"must be more than 0 and at most 60 seconds (got {value})")
+        return value
+
+    @field_validator("allow_cidrs", mode="before")
+    @classmethod
+    def _check_allow_cidrs(cls, value: Any) -> tuple[str, ...]:
+        return parse_cidrs(value)
+
+    @field_validator("numbers", mode="before")
+    @classmethod
+    def _check_numbers(cls, value: Any) -> tuple[str, ...]:
+        return parse_numbers(value)
+
+    @field_validator("allow_preset")
+    @classmethod
+    def _check_allow_preset(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        preset_path(value)  # ValueError for an unknown preset, FileNotFoundError if missing
+        return value.strip().lower()
+
+    @field_validator("rate_limit", "max_new_calls_per_second")
+    @classmethod
+    def _check_rate(cls, value: float) -> float:
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"must be a number >= 0 (got {value})")
+        return value
+
+    @field_validator("rate_burst")
+    @classmethod
+    def _check_burst(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1 (got {value})")
         return value
 
     @field_validator("transfer_target", "fallback_transfer_target")

@@ -8,6 +8,7 @@ compared sample for sample with what was sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from admin.app import create_app
 from sipagent.dialog import DialogState
 from sipagent.message import Request, Response, make_response
+from sipagent.policy import EdgePolicy, EdgePolicyConfig
 from sipagent.registry import CallRecord
 from sipagent.server import Server, parse_dtmf_relay
 from tests.peers.audio import cross_correlate, ulaw_decode
@@ -329,3 +331,34 @@ async def test_refused_transfer_keeps_the_call(server: Server, phone: Softphone)
         await server.transfer(record.session_id, "human@pbx")
     assert await server.transfer("no-such-session", "sip:human@pbx.test") is False
     await phone.hangup()
+
+
+async def test_edge_policy_in_front_of_the_core(server: Server) -> None:
+    server.policy = EdgePolicy(EdgePolicyConfig(
+        allow_cidrs=("127.0.0.1/32",), numbers=("+15550100",), rate_limit=5.0, rate_burst=10,
+        exempt_cidrs=(), exempt_allowed_sources=False,
+    ))
+    phone = Softphone(server=("127.0.0.1", server.transport.port), user="+1-555-0100")
+    other = Softphone(server=("127.0.0.1", server.transport.port), user="+15559999")
+    await phone.open()
+    await other.open()
+    try:
+        assert (await other.call()).status == 404  # not one of our numbers
+        assert (await phone.call()).status == 200
+        await phone.hangup()
+        flood = Softphone(server=phone.server)
+        await flood.open()
+        for _ in range(60):
+            flood.send(flood.request("OPTIONS"))
+        answered: list[int] = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                message = await flood.next_message(timeout=0.5)
+                assert isinstance(message, Response)
+                answered.append(message.status)
+        await flood.close()
+        assert answered.count(200) <= 10 and answered.count(503) == 1
+        assert server.policy.counters["rate_limited"] >= 49
+    finally:
+        await phone.close()
+        await other.close()
