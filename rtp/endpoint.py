@@ -8,6 +8,11 @@ Only this module touches sockets and ``loop.time()``.
 
 Events are delivered before the due RTP packets are sent, so a consumer that pushes audio into
 ``session.playout`` from ``on_event`` (the echo) has it sent in the same tick.
+
+With an :class:`~rtp.srtp.SrtpContext` (SDES-keyed SRTP) the endpoint protects every RTP and
+RTCP datagram on its way to the socket and unprotects every one that arrives before the session
+sees it; the session core never knows. Datagrams that fail authentication or the replay check
+are dropped and counted by the context (``endpoint.srtp.stats()``), never raised.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Callable
 from typing import Final
 
 from .session import RtpEvent, RtpSession
+from .srtp import SrtpContext, is_rtcp_datagram
 
 __all__ = [
     "PortAllocator",
@@ -213,6 +219,7 @@ class RtpEndpoint:
         port: int,
         port_allocator: PortAllocator,
         on_event: EventCallback | None,
+        srtp: SrtpContext | None = None,
     ) -> None:
         self.session = session
         self.local_host = local_host
@@ -220,6 +227,9 @@ class RtpEndpoint:
         """Local RTP port (even); RTCP is ``port + 1``."""
         self.on_event = on_event
         """Called with each session event (from the event loop; must not block)."""
+        self.srtp = srtp
+        """SRTP protection of everything sent and received, None for plain RTP. Replacing it
+        (a re-INVITE with new keys) takes effect with the next datagram."""
         self._allocator = port_allocator
         self._loop = asyncio.get_running_loop()
         self._ipv6 = _is_ipv6(local_host)
@@ -241,6 +251,7 @@ class RtpEndpoint:
         *,
         port: int | None = None,
         reservation: PortReservation | None = None,
+        srtp: SrtpContext | None = None,
     ) -> RtpEndpoint:
         """Bind an RTP/RTCP port pair on ``local_host`` (IPv4 or IPv6) and start the session.
 
@@ -249,6 +260,8 @@ class RtpEndpoint:
         e.g. to put it in the SDP answer before media starts — exactly that pair is bound.
         Either way the endpoint owns the port from here on: it is released when the endpoint
         has closed, or at once if ``create`` raises.
+
+        With ``srtp`` (the negotiated SDES suite and keys) all media on the pair is SRTP/SRTCP.
         """
         loop = asyncio.get_running_loop()
         if reservation is not None:
@@ -264,7 +277,7 @@ class RtpEndpoint:
             reserved = reserve_port_pair(local_host, port_allocator)
             port = reserved.port
             rtp_sock, rtcp_sock = reserved.take()
-        endpoint = cls(session, local_host, port, port_allocator, on_event)
+        endpoint = cls(session, local_host, port, port_allocator, on_event, srtp)
         try:
             endpoint._rtp, _ = await loop.create_datagram_endpoint(
                 lambda: _SocketProtocol(endpoint, rtcp=False), sock=rtp_sock
@@ -307,6 +320,16 @@ class RtpEndpoint:
     def _datagram_received(self, data: bytes, addr: tuple[str, int], rtcp: bool) -> None:
         if self._closing:
             return
+        srtp = self.srtp
+        if srtp is not None:
+            clear = (
+                srtp.unprotect_rtcp(data)
+                if rtcp or is_rtcp_datagram(data)
+                else srtp.unprotect(data)
+            )
+            if clear is None:
+                return  # forged, replayed or plain: counted by the context
+            data = clear
         now = self._loop.time()
         source = source_address(addr)
         if rtcp:
@@ -338,16 +361,20 @@ class RtpEndpoint:
         rtp = self._rtp
         if rtp is None:
             return
+        srtp = self.srtp
         for data, addr in session.datagrams_to_send(now):
-            rtp.sendto(data, destination_address(addr, self._ipv6))
+            wire = data if srtp is None else srtp.protect(data)
+            if wire is not None:
+                rtp.sendto(wire, destination_address(addr, self._ipv6))
         for data, addr in session.rtcp_to_send(now):
             self._send_rtcp(data, addr)
         self._arm_timer()
 
     def _send_rtcp(self, data: bytes, addr: Address) -> None:
         transport = self._rtp if self.session.rtcp_mux else self._rtcp
-        if transport is not None:
-            transport.sendto(data, destination_address(addr, self._ipv6))
+        wire = data if self.srtp is None else self.srtp.protect_rtcp(data)
+        if transport is not None and wire is not None:
+            transport.sendto(wire, destination_address(addr, self._ipv6))
 
     def _arm_timer(self) -> None:
         when = self.session.get_timer()

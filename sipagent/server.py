@@ -10,7 +10,9 @@ one timer armed with ``loop.call_at``, and turns the core's events into
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import random
 import secrets
 import time
 import uuid
@@ -22,6 +24,7 @@ from rtp.endpoint import PortAllocator, reserve_port_pair
 
 from .call import Call, ObservationHandler
 from .dialog import Dialog, DialogState
+from .digest import DigestVerifier
 from .events import (
     CallConfirmed,
     CallEnded,
@@ -35,10 +38,11 @@ from .events import (
 from .exceptions import RemoteProtocolError
 from .headers import NameAddress, SipUri, split_header_values
 from .offer_answer import Negotiated, accept_answer, make_offer, negotiate
-from .policy import Action, EdgePolicy, dialled_users, refusal
+from .policy import Action, EdgePolicy, EdgePolicyConfig, SourceAllowList, dialled_users, refusal
+from .registration import Registration, RegState
 from .registry import CallRecord, CallRegistry
 from .sdp import PCMA, PCMU, SessionDescription
-from .settings import ConfigError, Settings, env_name
+from .settings import ConfigError, Settings, env_name, parse_auth_users
 from .transaction import Destination
 from .transport import SipTransport
 from .useragent import UserAgent
@@ -59,6 +63,8 @@ OPEN_MARGIN = 1.0
 #: Send 180 Ringing when the model is not ready after this long.
 RING_AFTER = 0.2
 RETRY_AFTER = "5"
+#: Failed digest attempts from one source before it gets 403 instead of a challenge.
+AUTH_FAILURES_BEFORE_403 = 10
 
 
 def parse_dtmf_relay(body: bytes) -> str | None:
@@ -135,7 +141,25 @@ class Server:
             settings.sip_host, settings.sip_port, self._on_message, tcp_idle_timeout=4 * 3600.0
         )
         self.ports = PortAllocator(settings.rtp_port_min, settings.rtp_port_max)
-        self.policy = EdgePolicy.from_settings(settings)
+        config = EdgePolicyConfig.from_settings(settings)
+        self.verifier: DigestVerifier | None = None
+        """Digest check of inbound calls from untrusted sources (SIPAGENT_AUTH_USERS)."""
+        self.trusted: SourceAllowList | None = None
+        if settings.auth_users is not None:
+            # With users to authenticate, the allow-list names the sources trusted without a
+            # challenge (the carrier); everyone else may call with credentials.
+            allow_list = EdgePolicy(config).allow_list
+            self.trusted = None if allow_list.allows_all else allow_list
+            config = dataclasses.replace(config, allow_cidrs=(), allow_preset=None)
+            self.verifier = DigestVerifier(
+                self.public_host,
+                parse_auth_users(settings.auth_users.get_secret_value()),
+                secret=secrets.token_bytes(32),
+                new_token=lambda: secrets.token_hex(8),
+            )
+        self.policy = EdgePolicy(config)
+        self.registration: Registration | None = None
+        """Our registration with SIPAGENT_REGISTRAR, created by start()."""
         self.calls: dict[Dialog, Call] = {}
         self._transfers: dict[Dialog, _PendingTransfer] = {}
         self.draining = False
@@ -157,6 +181,44 @@ class Server:
 
     async def start(self) -> None:
         self.load_agents()
+        await self._start_transports()
+        if self.settings.registrar is not None:
+            self.registration = self._new_registration()
+            self.ua.on_other_response = self.registration.receive_response
+            self._pump()
+
+    def _new_registration(self) -> Registration:
+        settings = self.settings
+        assert settings.registrar is not None and settings.registrar_user is not None
+        assert settings.registrar_password is not None
+        registrar = SipUri.parse(settings.registrar)
+        transport = registrar.transport
+        host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
+        suffix = "" if transport == "udp" else f";transport={transport}"
+        user = settings.registrar_user
+        return Registration(
+            settings.registrar,
+            f"sip:{user}@{registrar.host}",
+            user,
+            settings.registrar_password.get_secret_value(),
+            contact=f"<sip:{user}@{host}:{self.transport.port}{suffix}>",
+            expires=settings.registrar_expires,
+            outbound_proxy=settings.outbound_proxy,
+            transport=transport,
+            local_sent_by=f"{host}:{self.transport.port}",
+            new_token=lambda: secrets.token_hex(6),
+            now=self._now(),
+            random=random.random,
+            user_agent=settings.user_agent,
+        )
+
+    def registrations(self) -> list[dict[str, object]]:
+        """State of our registrations, for GET /registrations."""
+        if self.registration is None:
+            return []
+        return [self.registration.status(self._now())]
+
+    async def _start_transports(self) -> None:
         await self.transport.start()
         self.ua.port = self.transport.port
         self._stats_task = asyncio.get_running_loop().create_task(self._refresh_stats())
@@ -182,6 +244,7 @@ class Server:
         for call in list(self.calls.values()):
             await call.close("shutdown")
         self.calls.clear()
+        await self._unregister()
         if self._stats_task is not None:
             self._stats_task.cancel()
         for task in list(self._tasks):
@@ -189,6 +252,18 @@ class Server:
         if self._timer is not None:
             self._timer.cancel()
         await self.transport.close()
+
+    async def _unregister(self, timeout: float = 2.0) -> None:
+        """Tell the registrar we are gone (Expires: 0), waiting a little for its answer."""
+        registration = self.registration
+        if registration is None or registration.state is RegState.UNREGISTERED:
+            return
+        registration.unregister(self._now())
+        self._pump()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while _still_registered(registration) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
 
     # -- admin controller -------------------------------------------------------------------
     async def hangup(self, session_id: str) -> bool:
@@ -234,7 +309,10 @@ class Server:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self.ua.handle_timer(self._now())
+        now = self._now()
+        self.ua.handle_timer(now)
+        if self.registration is not None:
+            self.registration.handle_timer(now)
         self._pump()
 
     def _pump(self) -> None:
@@ -249,7 +327,13 @@ class Server:
                 self._handle_event(event)
             except Exception:
                 logger.exception("error handling %s", type(event).__name__)
-        deadline = self.ua.get_timer()
+        if self.registration is not None:
+            for data, destination in self.registration.messages_to_send():
+                self.transport.send(data, destination)
+        deadlines = [self.ua.get_timer()]
+        if self.registration is not None:
+            deadlines.append(self.registration.get_timer())
+        deadline = min((t for t in deadlines if t is not None), default=None)
         if self._timer is not None and (deadline is None or self._timer.when() != deadline):
             self._timer.cancel()
             self._timer = None
@@ -297,6 +381,8 @@ class Server:
         )
         if not verdict.allowed:
             self.ua.reject(dialog, verdict.status or 403, now, headers=verdict.headers)
+            return
+        if not self._authenticated(event, now):
             return
         try:
             reservation = reserve_port_pair(self.settings.sip_host, self.ports)
@@ -367,6 +453,22 @@ class Server:
         self.calls[dialog] = call
         self.registry.add(record)
         self._spawn(self._setup(call, event.offer is None))
+
+    def _authenticated(self, event: IncomingCall, now: float) -> bool:
+        """Digest-check a new call from an untrusted source; refuse it (401/403) if needed."""
+        verifier = self.verifier
+        source = event.dialog.source.host
+        if verifier is None or (self.trusted is not None and source in self.trusted):
+            return True
+        if verifier.failures(source, now) >= AUTH_FAILURES_BEFORE_403:
+            # Brute force: stop challenging this source for a while.
+            self.ua.reject(event.dialog, 403, now)
+            return False
+        result = verifier.verify_request(event.request, now, source=source)
+        if result.accepted:
+            return True
+        self.ua.reject(event.dialog, result.status, now, headers=tuple(result.headers))
+        return False
 
     def _model_factory(
         self, dialog: Dialog, record: CallRecord
@@ -610,3 +712,8 @@ class Server:
             await asyncio.sleep(1.0)
             for call in list(self.calls.values()):
                 call.refresh_stats()
+
+
+def _still_registered(registration: Registration) -> bool:
+    """Not yet UNREGISTERED (a function, so the check is re-read on every loop)."""
+    return registration.state is not RegState.UNREGISTERED

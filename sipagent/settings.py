@@ -34,6 +34,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
@@ -49,6 +50,7 @@ from .headers import SipUri
 from .policy import parse_cidrs, parse_numbers, preset_path
 
 __all__ = [
+    "parse_auth_users",
     "ENV_PREFIX",
     "AudioFormat",
     "Eagerness",
@@ -218,6 +220,18 @@ class Settings(BaseSettings):
     """Seconds a tool may run before the model gets a timeout error instead."""
     realtime_open_timeout: float = 5.0
     """Seconds the Realtime session may take to open while the call rings."""
+    registrar: str | None = None
+    """Registrar to REGISTER with (sip:example.sip.twilio.com, a PBX); None: no registration."""
+    registrar_user: str | None = None
+    """User (and AoR user) for the registrar."""
+    registrar_password: SecretStr | None = None
+    """Password for the registrar's digest challenge."""
+    registrar_expires: int = 3600
+    """Registration lifetime asked for, in seconds."""
+    outbound_proxy: str | None = None
+    """Send REGISTER through this proxy (a sip: URI)."""
+    auth_users: SecretStr | None = None
+    """Digest users for inbound calls from sources off the allow-list: "alice:pw,bob:pw"."""
     allow_cidrs: Annotated[tuple[str, ...], NoDecode] = ()
     """Sources (IPs or CIDRs, comma-separated) allowed to send SIP; empty: everyone."""
     allow_preset: str | None = None
@@ -240,6 +254,15 @@ class Settings(BaseSettings):
     """Where to send callers when the model is unavailable (SIP/tel URI); None: hang up."""
     model_max_reconnects: int = 1
     """New model sessions tried per call after the model failed mid-call."""
+
+    @model_validator(mode="after")
+    def _check_registration(self) -> Settings:
+        if self.registrar is not None and (
+            not self.registrar_user or self.registrar_password is None
+        ):
+            missing = "registrar_user" if not self.registrar_user else "registrar_password"
+            raise ValueError(f"{missing}: must be set when SIPAGENT_REGISTRAR is")
+        return self
 
     @property
     def effective_public_host(self) -> str:
@@ -438,6 +461,35 @@ class Settings(BaseSettings):
             raise ValueError(f"must be more than 0 and at most 60 seconds (got {value})")
         return value
 
+    @field_validator("registrar", "outbound_proxy")
+    @classmethod
+    def _check_sip_uri(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        try:
+            uri = SipUri.parse(value)
+        except RemoteProtocolError as exc:
+            raise ValueError(f"not a SIP URI: {exc.reason}") from None
+        if not uri.is_sip:
+            raise ValueError(f"must be a sip: or sips: URI (got {value!r})")
+        return value
+
+    @field_validator("registrar_expires")
+    @classmethod
+    def _check_registrar_expires(cls, value: int) -> int:
+        if not 60 <= value <= 86400:
+            raise ValueError(f"must be between 60 and 86400 seconds (got {value})")
+        return value
+
+    @field_validator("auth_users")
+    @classmethod
+    def _check_auth_users(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        parse_auth_users(value.get_secret_value())
+        return value
+
     @field_validator("allow_cidrs", mode="before")
     @classmethod
     def _check_allow_cidrs(cls, value: Any) -> tuple[str, ...]:
@@ -564,6 +616,10 @@ def _describe(error: ErrorDetails) -> tuple[str, str]:
     loc = str(error["loc"][0]) if error["loc"] else ""
     field = loc.lower() if loc.lower() in _OPENAI_VARIABLES else loc
     context = error.get("ctx") or {}
+    if not loc and error["type"] == "value_error":
+        # A check across settings names the one to fix: "field: reason".
+        name, _, reason = str(context.get("error", error["msg"])).partition(": ")
+        return env_name(name), _one_line(reason)
     if error["type"] == "value_error":
         return env_name(field), _one_line(str(context.get("error", error["msg"])))
     if error["type"] == "literal_error":
@@ -604,3 +660,14 @@ def load_settings(config_path: str | os.PathLike[str] | None = None, **overrides
         raise _config_error(exc) from None
     finally:
         _config_files.reset(token)
+
+
+def parse_auth_users(text: str) -> dict[str, str]:
+    """``"alice:pw,bob:pw"`` → ``{"alice": "pw", "bob": "pw"}`` (ValueError when malformed)."""
+    users: dict[str, str] = {}
+    for item in text.split(","):
+        name, sep, password = item.strip().partition(":")
+        if not sep or not name or not password:
+            raise ValueError("must be user:password pairs separated by commas")
+        users[name] = password
+    return users

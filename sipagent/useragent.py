@@ -96,6 +96,9 @@ class UserAgent:
         #: Hangups asked for before the ACK of our 2xx: the BYE waits for it (§15).
         self._pending_bye: dict[DialogKey, str] = {}
         self.counters: Counter[str] = Counter()
+        self.on_other_response: Callable[[Response, float], bool] | None = None
+        """Offered responses no transaction of ours matches (a registration client's);
+        returns True when it took the response."""
 
     # -- I/O boundary -----------------------------------------------------------------------
     def receive(self, data: bytes, source: Destination, now: float) -> None:
@@ -460,6 +463,8 @@ class UserAgent:
             return
         tx = self._client_txs.get((branch, method))
         if tx is None:
+            if self.on_other_response is not None and self.on_other_response(response, now):
+                return
             self.counters["rx_stray_response"] += 1
             return
         delivered = tx.receive_response(response, now)

@@ -175,3 +175,37 @@ async def test_wrong_password_fails_against_sipp(tmp_path: Path) -> None:
             sipp.stop()
     assert not result.ok  # SIPp's verifyauth refused the credentials
     assert result.count("SIP/2.0 403 Forbidden") == 1
+
+
+async def test_server_registers_at_start_and_unregisters_at_stop(tmp_path: Path) -> None:
+    """The whole server: SIPAGENT_REGISTRAR & co. make it REGISTER with digest, then leave."""
+    from sipagent.server import Server
+    from tests.peers.harness import start_server
+
+    sipp_port = free_udp_port()
+    sipp = start_sipp("uas_register_challenge.xml", local_port=sipp_port, timeout=20.0,
+                      workdir=tmp_path / "sipp")
+    try:
+        assert sipp.wait_ready(), sipp.stop().describe()
+        server: Server = await start_server(
+            registrar=f"sip:{LOCALHOST}:{sipp_port}", registrar_user="agent",
+            registrar_password="s3cret",
+        )
+        try:
+            registration = server.registration
+            assert registration is not None
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5.0
+            while registration.state is not RegState.REGISTERED:
+                assert loop.time() < deadline, registration.status()
+                await asyncio.sleep(0.02)
+            [status] = server.registrations()
+            assert status["state"] == "registered" and status["last_status"] == 200
+        finally:
+            await server.stop()
+        assert registration.state is RegState.UNREGISTERED
+        result = sipp.wait(timeout=10.0)
+        assert result.ok, result.describe()
+    finally:
+        if sipp.running():
+            sipp.stop()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
 
+from rtp.srtp import SrtpContext, SrtpSuite
+from sipagent.crypto_attr import CryptoAttribute
 from sipagent.offer_answer import (
     Negotiated,
     NegotiationError,
+    SrtpKeys,
+    SrtpPolicy,
     accept_answer,
     make_offer,
     negotiate,
@@ -373,3 +378,258 @@ def test_accept_answer_needs_audio_in_offer() -> None:
     answer = SessionDescription.parse(peer_answer("m=video 1 RTP/AVP 96\n"))
     with pytest.raises(NegotiationError, match="no audio stream"):
         accept_answer(offer, answer)
+
+
+# --- SRTP with SDES keying (RFC 4568) --------------------------------------------------
+
+OUR_KEY = bytes(range(30))
+OUR_KEY_B64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd"
+KEY_80 = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz"
+KEY_32 = "NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj"
+
+# Twilio Secure Trunking: RTP/SAVP, both suites in order of preference, no MKI.
+TWILIO_SRTP_OFFER = TWILIO_OFFER.replace("RTP/AVP", "RTP/SAVP").replace(
+    "a=sendrecv\r\n",
+    "a=sendrecv\r\n"
+    f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}\r\n"
+    f"a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{KEY_32}\r\n",
+)
+
+
+def srtp_offer(*crypto: str, proto: str = "RTP/SAVP") -> str:
+    lines = "".join(f"a=crypto:{value}\n" for value in crypto)
+    return crlf(
+        "v=0\no=- 1 1 IN IP4 192.0.2.1\ns=-\nc=IN IP4 192.0.2.1\nt=0 0\n"
+        f"m=audio 20000 {proto} 0 101\na=rtpmap:101 telephone-event/8000\n{lines}"
+    )
+
+
+def secure(offer: str, policy: SrtpPolicy = SrtpPolicy.OPTIONAL, **kwargs: Any) -> Negotiated:
+    return negotiated(offer, srtp=policy, srtp_key=OUR_KEY, **kwargs)
+
+
+@pytest.mark.parametrize("policy", [SrtpPolicy.OPTIONAL, SrtpPolicy.REQUIRED])
+def test_twilio_srtp_offer_is_answered_with_srtp_and_our_key(policy: SrtpPolicy) -> None:
+    result = secure(TWILIO_SRTP_OFFER, policy)
+    assert result.answer.serialize() == crlf(f"""v=0
+o=- 42 0 IN IP4 203.0.113.5
+s=sipagent
+c=IN IP4 203.0.113.5
+t=0 0
+m=audio 10000 RTP/SAVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-16
+a=ptime:20
+a=sendrecv
+a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{OUR_KEY_B64}
+""")
+    assert result.srtp == SrtpKeys(
+        suite=SrtpSuite.AES_CM_128_HMAC_SHA1_80,
+        local_key=OUR_KEY,
+        remote_key=base64.b64decode(KEY_80),
+        tag=1,
+    )
+    assert "inline" not in repr(result.srtp) and OUR_KEY_B64 not in repr(result.srtp)
+    assert result.codec == PCMU and result.remote_addr == ("168.86.128.10", 14310)
+
+
+def test_the_offerers_first_supported_suite_wins() -> None:
+    result = secure(
+        srtp_offer(
+            f"5 AES_CM_128_HMAC_SHA1_32 inline:{KEY_32}",
+            f"6 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}",
+        )
+    )
+    assert result.srtp is not None
+    assert (result.srtp.suite, result.srtp.tag) == (SrtpSuite.AES_CM_128_HMAC_SHA1_32, 5)
+    assert result.answer.media[0].crypto == (
+        f"5 AES_CM_128_HMAC_SHA1_32 inline:{OUR_KEY_B64}",
+    )
+
+
+def test_enabled_suites_restrict_the_choice() -> None:
+    offer = srtp_offer(
+        f"1 AES_CM_128_HMAC_SHA1_32 inline:{KEY_32}", f"2 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}"
+    )
+    only_80 = (SrtpSuite.AES_CM_128_HMAC_SHA1_80,)
+    result = secure(offer, srtp_suites=only_80)
+    assert result.srtp is not None and result.srtp.tag == 2
+    with pytest.raises(NegotiationError, match="not enabled"):
+        secure(srtp_offer(f"1 AES_CM_128_HMAC_SHA1_32 inline:{KEY_32}"), srtp_suites=only_80)
+
+
+def test_unusable_crypto_lines_are_skipped() -> None:
+    result = secure(
+        srtp_offer(
+            f"1 AES_256_CM_HMAC_SHA1_80 inline:{KEY_80}{KEY_32[:20]}",
+            f"2 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}|2^20|1:4",
+            f"3 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80} UNENCRYPTED_SRTP",
+            f"4 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}|2^31",
+        )
+    )
+    assert result.srtp is not None and result.srtp.tag == 4
+
+
+def test_srtp_offer_with_only_mki_lines_is_488_never_plain_rtp() -> None:
+    with pytest.raises(NegotiationError) as caught:
+        secure(SRTP_OFFER)  # RFC 4568's example lines all carry an MKI
+    assert caught.value.status == 488
+    assert caught.value.reason.startswith("no usable a=crypto in the RTP/SAVP offer")
+    assert "MKI is not supported" in caught.value.reason
+    with pytest.raises(NegotiationError, match="no usable a=crypto"):
+        secure(srtp_offer())  # SAVP without any a=crypto
+
+
+def test_savpf_is_answered_with_savpf() -> None:
+    result = secure(srtp_offer(f"1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}", proto="RTP/SAVPF"))
+    assert result.answer.media[0].proto == "RTP/SAVPF"
+    assert result.srtp is not None
+
+
+def test_dtls_srtp_is_not_sdes() -> None:
+    offer = srtp_offer(f"1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}", proto="UDP/TLS/RTP/SAVPF")
+    with pytest.raises(NegotiationError, match="transport UDP/TLS/RTP/SAVPF"):
+        secure(offer)
+
+
+def test_optional_answers_plain_rtp_with_plain_rtp() -> None:
+    result = secure(TWILIO_OFFER)
+    assert result.srtp is None
+    assert result.answer == negotiated(TWILIO_OFFER).answer
+
+
+def test_required_refuses_plain_rtp_with_488() -> None:
+    with pytest.raises(NegotiationError) as caught:
+        secure(TWILIO_OFFER, SrtpPolicy.REQUIRED)
+    assert caught.value.status == 488
+    assert caught.value.reason == "RTP/AVP (plain RTP) offered but SRTP is required"
+
+
+def test_off_keeps_refusing_srtp_offers() -> None:
+    with pytest.raises(NegotiationError, match="SRTP"):
+        negotiated(TWILIO_SRTP_OFFER)
+    with pytest.raises(NegotiationError, match="SRTP"):
+        negotiated(TWILIO_SRTP_OFFER, srtp=SrtpPolicy.OFF, srtp_key=OUR_KEY)
+
+
+def test_srtp_stream_is_taken_before_a_plain_one_and_never_downgraded() -> None:
+    good = srtp_offer(f"1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}")
+    both = good + crlf("m=audio 30002 RTP/AVP 0\n")
+    result = secure(both)
+    assert result.media_index == 0 and result.srtp is not None
+    assert [m.port for m in result.answer.media] == [10000, 0]
+    # Unusable SRTP beside plain RTP: optional takes the plain stream, required refuses.
+    both = SRTP_OFFER + crlf("m=audio 30002 RTP/AVP 0\n")
+    fallback = secure(both)
+    assert fallback.media_index == 1 and fallback.srtp is None
+    rejected = fallback.answer.media[0]
+    assert (rejected.port, rejected.proto, rejected.crypto) == (0, "RTP/SAVP", ())
+    with pytest.raises(NegotiationError, match="no usable a=crypto"):
+        secure(both, SrtpPolicy.REQUIRED)
+
+
+@pytest.mark.parametrize("key", [None, bytes(29), bytes(31)])
+def test_srtp_needs_our_key(key: bytes | None) -> None:
+    for policy in (SrtpPolicy.OPTIONAL, SrtpPolicy.REQUIRED):
+        with pytest.raises(ValueError, match="srtp_key"):
+            negotiated(TWILIO_OFFER, srtp=policy, srtp_key=key)
+        with pytest.raises(ValueError, match="srtp_key"):
+            make_offer(
+                local_host="::1", local_port=1, session_id=1, version=1, srtp=policy, srtp_key=key
+            )
+
+
+def test_policy_values_are_the_setting_values() -> None:
+    assert [SrtpPolicy(v) for v in ("off", "optional", "required")] == list(SrtpPolicy)
+
+
+# --- SRTP late offer -------------------------------------------------------------------
+
+
+def srtp_late_offer(policy: SrtpPolicy = SrtpPolicy.REQUIRED) -> SessionDescription:
+    return make_offer(
+        local_host="198.51.100.4",
+        local_port=12000,
+        session_id=77,
+        version=1,
+        srtp=policy,
+        srtp_key=OUR_KEY,
+    )
+
+
+def test_required_late_offer_is_savp_with_both_suites() -> None:
+    assert srtp_late_offer().serialize() == crlf(f"""v=0
+o=- 77 1 IN IP4 198.51.100.4
+s=sipagent
+c=IN IP4 198.51.100.4
+t=0 0
+m=audio 12000 RTP/SAVP 0 8 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-16
+a=ptime:20
+a=sendrecv
+a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{OUR_KEY_B64}
+a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{OUR_KEY_B64}
+""")
+    assert srtp_late_offer(SrtpPolicy.OPTIONAL) == late_offer()
+
+
+def test_late_offer_answered_by_an_sdes_peer_gives_mirrored_keys() -> None:
+    peer_key = bytes(range(100, 130))
+    offer = srtp_late_offer()
+    peer = negotiate(
+        SessionDescription.parse(offer.serialize()),
+        local_host="192.0.2.50",
+        local_port=40000,
+        session_id=5,
+        srtp=SrtpPolicy.REQUIRED,
+        srtp_key=peer_key,
+        srtp_suites=(SrtpSuite.AES_CM_128_HMAC_SHA1_32,),
+    )
+    ours = accept_answer(offer, SessionDescription.parse(peer.answer.serialize()))
+    assert ours.srtp == SrtpKeys(
+        suite=SrtpSuite.AES_CM_128_HMAC_SHA1_32, local_key=OUR_KEY, remote_key=peer_key, tag=2
+    )
+    assert peer.srtp is not None
+    assert (peer.srtp.local_key, peer.srtp.remote_key) == (peer_key, OUR_KEY)
+    # ... and the two contexts built from them talk to each other.
+    ours_ctx = SrtpContext(ours.srtp.suite, ours.srtp.local_key, ours.srtp.remote_key)
+    peer_ctx = SrtpContext(peer.srtp.suite, peer.srtp.local_key, peer.srtp.remote_key)
+    packet = bytes([0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9]) + b"\xff" * 160
+    protected = ours_ctx.protect(packet)
+    assert protected is not None and peer_ctx.unprotect(protected) == packet
+
+
+@pytest.mark.parametrize(
+    ("crypto", "reason"),
+    [
+        ("", "exactly one a=crypto line"),
+        (
+            f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}\n"
+            f"a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{KEY_32}\n",
+            "exactly one a=crypto line",
+        ),
+        (f"a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}\n", "does not match one we offered"),
+        (f"a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:{KEY_32}\n", "does not match one we offered"),
+        (f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}|2^20|1:4\n", "MKI"),
+    ],
+)
+def test_bad_srtp_answers_are_488(crypto: str, reason: str) -> None:
+    answer = SessionDescription.parse(peer_answer(f"m=audio 40000 RTP/SAVP 0\n{crypto}"))
+    with pytest.raises(NegotiationError, match=reason) as caught:
+        accept_answer(srtp_late_offer(), answer)
+    assert caught.value.status == 488
+
+
+def test_plain_answer_to_plain_offer_ignores_crypto() -> None:
+    crypto = f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_80}\n"
+    text = peer_answer(f"m=audio 40000 RTP/AVP 0\n{crypto}")
+    assert accept_answer(late_offer(), SessionDescription.parse(text)).srtp is None
+
+
+def test_crypto_attribute_in_answer_parses_back() -> None:
+    value = secure(TWILIO_SRTP_OFFER).answer.media[0].crypto[0]
+    assert CryptoAttribute.parse(value).key == OUR_KEY

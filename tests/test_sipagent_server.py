@@ -19,6 +19,7 @@ import pytest
 
 from admin.app import create_app
 from sipagent.dialog import DialogState
+from sipagent.digest import answer_challenge, choose_challenge, parse_challenges
 from sipagent.message import Request, Response, make_response
 from sipagent.policy import EdgePolicy, EdgePolicyConfig
 from sipagent.registry import CallRecord
@@ -362,3 +363,28 @@ async def test_edge_policy_in_front_of_the_core(server: Server) -> None:
     finally:
         await phone.close()
         await other.close()
+
+
+async def test_untrusted_callers_must_answer_a_digest_challenge() -> None:
+    server = await start_server(auth_users="alice:correct-horse")
+    phone = Softphone(server=("127.0.0.1", server.transport.port))
+    await phone.open()
+    try:
+        challenged = await phone.call()
+        assert challenged.status == 401
+        challenge = choose_challenge(
+            parse_challenges(challenged.headers.get_all("WWW-Authenticate"))
+        )
+        assert challenge is not None and challenge.algorithm == "SHA-256"
+        for password, expected in (("wrong", 401), ("correct-horse", 200)):
+            uri = phone.request("INVITE").uri
+            credentials = answer_challenge(
+                challenge, "INVITE", uri, "alice", password, cnonce="c0ffee", nc=1
+            )
+            answer = await phone.call(extra=(("Authorization", credentials.serialize()),))
+            assert answer.status == expected
+        assert server.registry.active()[0].caller_number == "phone"
+        await phone.hangup()
+    finally:
+        await phone.close()
+        await server.stop()
