@@ -43,6 +43,7 @@ from bridge.fallback import fallback_frames
 from rtp.endpoint import PortAllocator, PortReservation, RtpEndpoint
 from rtp.pacer import PlayoutQueue
 from rtp.session import AudioReceived, DtmfReceived, MediaTimeout, RtpSession
+from rtp.srtp import SrtpContext
 
 from .dialog import Dialog
 from .offer_answer import Negotiated
@@ -202,6 +203,8 @@ class Call:
         self.ports = ports
         # The port pair already bound for this call (so the SDP answer names a port we hold).
         self._reservation = reservation
+        self.srtp_key = secrets.token_bytes(30)
+        """Our SDES master key and salt (used only when SRTP is negotiated)."""
         self.sdp_session_id = secrets.randbelow(2**31)
         self.sdp_version = 0
         self.negotiated: Negotiated | None = None
@@ -311,14 +314,16 @@ class Call:
         session.playout = WatchedPlayout(session.playout.frame_ms, self._frame_sent)
         # From here the endpoint owns the port: it releases it when closed.
         self._port_owned_by_endpoint = True
+        srtp = _srtp_context(negotiated)
         if self._reservation is not None:
             self.endpoint = await RtpEndpoint.create(
                 session, self.local_host, self.ports, self._on_rtp_event,
-                reservation=self._reservation,
+                reservation=self._reservation, srtp=srtp,
             )
         else:
             self.endpoint = await RtpEndpoint.create(
-                session, self.local_host, self.ports, self._on_rtp_event, port=self.rtp_port
+                session, self.local_host, self.ports, self._on_rtp_event, port=self.rtp_port,
+                srtp=srtp,
             )
         if self._closed:  # the call ended while the sockets were being bound
             self.endpoint.close()
@@ -327,12 +332,17 @@ class Call:
         self._media_started.set()
 
     def apply_negotiation(self, negotiated: Negotiated) -> None:
+        previous = self.negotiated.srtp if self.negotiated is not None else None
         self.negotiated = negotiated
         self.record.codec = negotiated.codec.name
         self.record.remote_addr = negotiated.remote_addr
         if self.endpoint is not None:
             loop = asyncio.get_running_loop()
             self.endpoint.session.dtmf_payload_type = negotiated.dtmf_payload_type
+            if negotiated.srtp != previous:
+                # New keys (a re-offer changed them): a fresh context; the same keys keep
+                # the running one, whose rollover counter must not restart under one key.
+                self.endpoint.srtp = _srtp_context(negotiated)
             if negotiated.remote_addr is not None:
                 self.endpoint.session.set_remote(
                     negotiated.remote_addr, loop.time(), rtcp_addr=negotiated.remote_rtcp_addr
@@ -643,3 +653,11 @@ class Call:
         self.record.ended_at = time.time()
         self.registry.remove(self.session_id)
         self.log.info("call ended: %s", reason)
+
+
+def _srtp_context(negotiated: Negotiated) -> SrtpContext | None:
+    """The SRTP context of a negotiation that chose SRTP, else None (plain RTP)."""
+    keys = negotiated.srtp
+    if keys is None:
+        return None
+    return SrtpContext(keys.suite, keys.local_key, keys.remote_key)

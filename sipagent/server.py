@@ -37,7 +37,7 @@ from .events import (
 )
 from .exceptions import RemoteProtocolError
 from .headers import NameAddress, SipUri, split_header_values
-from .offer_answer import Negotiated, accept_answer, make_offer, negotiate
+from .offer_answer import Negotiated, SrtpPolicy, accept_answer, make_offer, negotiate
 from .policy import Action, EdgePolicy, EdgePolicyConfig, SourceAllowList, dialled_users, refusal
 from .registration import Registration, RegState
 from .registry import CallRecord, CallRegistry
@@ -158,6 +158,8 @@ class Server:
                 new_token=lambda: secrets.token_hex(8),
             )
         self.policy = EdgePolicy(config)
+        self.srtp = SrtpPolicy(settings.srtp)
+        """Whether calls use SRTP (SDES keys in the SDP)."""
         self.registration: Registration | None = None
         """Our registration with SIPAGENT_REGISTRAR, created by start()."""
         self.calls: dict[Dialog, Call] = {}
@@ -443,6 +445,8 @@ class Server:
                     local_host=self.public_host,
                     local_port=port,
                     session_id=call.sdp_session_id,
+                    srtp=self.srtp,
+                    srtp_key=call.srtp_key,
                 )
             except RemoteProtocolError as exc:
                 reservation.release()
@@ -550,6 +554,8 @@ class Server:
                 local_host=self.public_host,
                 local_port=call.rtp_port,
                 session_id=call.sdp_session_id,
+                srtp=self.srtp,
+                srtp_key=call.srtp_key,
                 version=call.sdp_version,
             ).serialize().encode()
             call.pending_offer = body
@@ -606,6 +612,8 @@ class Server:
                 local_host=self.public_host,
                 local_port=call.rtp_port,
                 session_id=call.sdp_session_id,
+                srtp=self.srtp,
+                srtp_key=call.srtp_key,
                 version=call.sdp_version,
             ).serialize().encode()
             call.pending_offer = body
@@ -619,6 +627,8 @@ class Server:
                 local_host=self.public_host,
                 local_port=call.rtp_port,
                 session_id=call.sdp_session_id,
+                srtp=self.srtp,
+                srtp_key=call.srtp_key,
                 version=call.sdp_version,
                 supported=supported,
             )

@@ -232,6 +232,9 @@ class Settings(BaseSettings):
     """Send REGISTER through this proxy (a sip: URI)."""
     auth_users: SecretStr | None = None
     """Digest users for inbound calls from sources off the allow-list: "alice:pw,bob:pw"."""
+    srtp: Literal["off", "optional", "required"] = "off"
+    """SRTP with SDES keys: 'optional' answers RTP/SAVP offers with SRTP and RTP/AVP with
+    RTP; 'required' refuses plain RTP (488); 'off' refuses RTP/SAVP."""
     allow_cidrs: Annotated[tuple[str, ...], NoDecode] = ()
     """Sources (IPs or CIDRs, comma-separated) allowed to send SIP; empty: everyone."""
     allow_preset: str | None = None

@@ -8,6 +8,7 @@ compared sample for sample with what was sent.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 from collections.abc import AsyncIterator
@@ -16,8 +17,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from aiortc.rtp import RtpPacket
 
 from admin.app import create_app
+from rtp.srtp import SrtpContext, SrtpSuite
+from sipagent.crypto_attr import CryptoAttribute
 from sipagent.dialog import DialogState
 from sipagent.digest import answer_challenge, choose_challenge, parse_challenges
 from sipagent.message import Request, Response, make_response
@@ -384,6 +388,46 @@ async def test_untrusted_callers_must_answer_a_digest_challenge() -> None:
             answer = await phone.call(extra=(("Authorization", credentials.serialize()),))
             assert answer.status == expected
         assert server.registry.active()[0].caller_number == "phone"
+        await phone.hangup()
+    finally:
+        await phone.close()
+        await server.stop()
+
+
+async def test_srtp_call_echoes_encrypted_audio() -> None:
+    server = await start_server(srtp="required")
+    phone = Softphone(server=("127.0.0.1", server.transport.port))
+    await phone.open()
+    try:
+        plain = await phone.call()
+        assert plain.status == 488  # required: a plain RTP offer is refused
+        phone_key = bytes(range(30))
+        crypto = base64.b64encode(phone_key).decode()
+        offer = phone.offer().replace("RTP/AVP", "RTP/SAVP") + (
+            f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{crypto}\r\n"
+        )
+        answer = await phone.call(body=offer)
+        assert answer.status == 200 and "RTP/SAVP" in phone.answer
+        line = next(v for v in phone.answer.splitlines() if v.startswith("a=crypto:"))
+        server_crypto = CryptoAttribute.parse(line.removeprefix("a=crypto:"))
+        assert server_crypto.tag == 1 and server_crypto.key != phone_key
+        suite = SrtpSuite.AES_CM_128_HMAC_SHA1_80
+        ours = SrtpContext(suite, phone_key, server_crypto.key)
+        assert phone.remote_media is not None and phone.rtp.transport is not None
+        sent = speech_payloads()[:50]
+        for index, payload in enumerate(sent):
+            packet = RtpPacket(payload_type=0, sequence_number=index, timestamp=index * 160,
+                               ssrc=0x5A5A, payload=payload)
+            protected = ours.protect(packet.serialize())
+            assert protected is not None
+            phone.rtp.transport.sendto(protected, phone.remote_media)
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        decrypted = [ours.unprotect(r.packet.serialize()) for r in phone.received]
+        payloads = [RtpPacket.parse(d).payload for d in decrypted if d is not None]
+        assert len(payloads) >= 45 and b"".join(sent[:20]) in b"".join(payloads)
+        call = next(iter(server.calls.values()))
+        assert call.endpoint is not None and call.endpoint.session.stats().packets_in >= 48
         await phone.hangup()
     finally:
         await phone.close()
