@@ -1,4 +1,4 @@
-"""Command line: ``sipagent run [--config FILE]``."""
+"""Command line: ``sipagent run [--config FILE]``, ``sipagent twilio setup [options]``."""
 
 from __future__ import annotations
 
@@ -97,12 +97,55 @@ async def run(settings: Settings) -> None:
             loop.remove_signal_handler(sig)
 
 
+def _add_twilio_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    twilio_parser = sub.add_parser("twilio", help="configure Twilio to send calls here")
+    twilio_sub = twilio_parser.add_subparsers(dest="twilio_command", required=True)
+    setup = twilio_sub.add_parser(
+        "setup",
+        help="create or update an Elastic SIP Trunk whose origination URI is this server",
+        description="Create or update a Twilio Elastic SIP Trunk sending its calls here; "
+        "running it again changes only what differs. Credentials: TWILIO_ACCOUNT_SID and "
+        "TWILIO_AUTH_TOKEN.",
+    )
+    setup.add_argument("--config", help="TOML settings file (default: config/*.toml)")
+    setup.add_argument("--trunk-name", default="sipagent", help="trunk friendly name (sipagent)")
+    setup.add_argument(
+        "--origination-uri",
+        help="where Twilio sends calls (default: sip:<public_host>:<sip_port>, "
+        "with ;transport=tls when --secure)",
+    )
+    setup.add_argument("--priority", type=int, default=10, help="origination priority (10)")
+    setup.add_argument("--weight", type=int, default=10, help="origination weight (10)")
+    setup.add_argument(
+        "--acl-cidr",
+        action="append",
+        metavar="CIDR",
+        help="IPv4 address/range allowed to send calls into the trunk; repeatable "
+        "(default: the public host /32)",
+    )
+    setup.add_argument("--credential-user", help="user of the trunk's credential list")
+    setup.add_argument("--credential-password", help="that user's password")
+    setup.add_argument(
+        "--secure", action="store_true", help="Secure Trunking: TLS signalling, SRTP media"
+    )
+    setup.add_argument(
+        "--dry-run", action="store_true", help="print the API requests, send nothing"
+    )
+    setup.add_argument("--account-sid", help="default: $TWILIO_ACCOUNT_SID")
+    setup.add_argument("--auth-token", help="default: $TWILIO_AUTH_TOKEN")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sipagent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="answer calls (echo model unless configured)")
     run_parser.add_argument("--config", help="TOML settings file (default: config/*.toml)")
+    _add_twilio_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "twilio":
+        from . import twilio_setup
+
+        return twilio_setup.setup_command(args)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
