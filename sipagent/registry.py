@@ -200,6 +200,8 @@ class CallRecord:
     "Tool invocations with arguments, result/error and duration."
     turns: list[dict[str, object]] = field(default_factory=list)
     "Per-turn measurements, e.g. response latency."
+    facts: dict[str, str] = field(default_factory=dict)
+    "What the call established, e.g. a reservation's confirmation_number."
 
     @property
     def ended(self) -> bool:
@@ -234,6 +236,7 @@ class CallRecord:
                 "transcript": [dict(line) for line in self.transcript],
                 "tool_calls": [dict(call) for call in self.tool_calls],
                 "turns": [dict(turn) for turn in self.turns],
+                "facts": dict(self.facts),
                 "rtp": self.rtp.to_dict(),
             }
         )

@@ -362,6 +362,10 @@ class Server:
                 pending.settle(False)
             if call is not None:
                 call.record.end_reason = call.record.end_reason or event.reason
+                if self.settings.model == "openai":
+                    from bridge.agents.facts import extract_facts
+
+                    call.record.facts.update(extract_facts(call.record.transcript))
                 self._spawn(call.close(event.reason))
         elif isinstance(event, TransferAccepted | TransferRejected | TransferProgress):
             self._transfer_event(event)

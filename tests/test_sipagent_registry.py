@@ -37,6 +37,7 @@ DETAIL_KEYS = SUMMARY_KEYS | {
     "transcript",
     "tool_calls",
     "turns",
+    "facts",
 }
 
 
