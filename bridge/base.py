@@ -175,6 +175,10 @@ class ModelSession(abc.ABC):
         Backends that keep a conversation history truncate it here; the default does nothing.
         """
 
+    def send_note(self, text: str) -> None:  # noqa: B027
+        """Tell the model something that happened on the call (not the caller's words),
+        e.g. that a transfer failed; it answers the caller if it should. Default: ignored."""
+
     def send_function_result(self, call_id: str, output: str) -> None:
         """Return the result of a :class:`FunctionCallRequested` (``output`` is JSON text).
 

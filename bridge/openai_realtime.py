@@ -248,6 +248,16 @@ class OpenAIRealtimeModel(ModelSession):
         except Exception:
             self._log.exception("realtime: send_dtmf failed")
 
+    def send_note(self, text: str) -> None:
+        core = self._core
+        if core is None or self._closed:
+            return
+        try:
+            core.send_note(text, asyncio.get_running_loop().time())
+            self._pump()
+        except Exception:
+            self._log.exception("realtime: send_note failed")
+
     def audio_interrupted(self, item_id: str | None, played_ms: int) -> None:
         core = self._core
         if core is None or self._closed:

@@ -386,9 +386,18 @@ class RealtimeSession:
         else:
             self._dtmf_deadline = now + self.config.dtmf_timeout
 
+    def send_note(self, text: str, now: float) -> None:
+        """A note about the call (a failed transfer…), given to the model as a bracketed
+        caller-side message so that it reacts to it."""
+        if self._state is not SessionState.READY:
+            return
+        self._tell(f"[{text}]")
+
     def _flush_dtmf(self) -> None:
         digits, self._dtmf_pending, self._dtmf_deadline = self._dtmf_pending, "", None
-        text = f"[The caller pressed these keys on the phone keypad: {digits}]"
+        self._tell(f"[The caller pressed these keys on the phone keypad: {digits}]")
+
+    def _tell(self, text: str) -> None:
         self._send(
             {
                 "type": "conversation.item.create",

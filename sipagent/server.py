@@ -94,10 +94,19 @@ def _unavailable_reason(exc: BaseException) -> tuple[str, str]:
 class _PendingTransfer:
     """A REFER we sent: where to, why, and who waits for the peer's answer."""
 
-    def __init__(self, *, target: str, reason: str, hang_up_on_failure: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        target: str,
+        reason: str,
+        hang_up_on_failure: bool = False,
+        on_failed: Callable[[str], None] | None = None,
+    ) -> None:
         self.target = target
         self.reason = reason
         self.hang_up_on_failure = hang_up_on_failure
+        self.on_failed = on_failed
+        """Told why, when the transfer fails after the peer accepted the REFER."""
         self.accepted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
     def settle(self, accepted: bool) -> None:
@@ -512,7 +521,18 @@ class Server:
                 call = self.calls.get(dialog)
                 if call is None:
                     return False
-                return await self.refer(call, target, reason="transferred-to-human")
+
+                def failed(why: str) -> None:
+                    # Accepted, then failed: the caller is still ours and may ask again.
+                    context.transfer_requested = None
+                    call.model.send_note(
+                        f"The transfer to a human did not go through ({why}). Apologise "
+                        "and keep helping the caller."
+                    )
+
+                return await self.refer(
+                    call, target, reason="transferred-to-human", on_failed=failed
+                )
 
             adapter = MultiAgentAdapter(
                 agents, context, transfer=refer, transfer_target=self.settings.transfer_target
@@ -657,7 +677,14 @@ class Server:
             return False
         return await self.refer(call, target, reason="transferred")
 
-    async def refer(self, call: Call, target: str, *, reason: str) -> bool:
+    async def refer(
+        self,
+        call: Call,
+        target: str,
+        *,
+        reason: str,
+        on_failed: Callable[[str], None] | None = None,
+    ) -> bool:
         """Send REFER; resolves True when the peer accepts it (2xx), False otherwise.
 
         When the transfer then succeeds (final NOTIFY 2xx) we hang up with ``reason``; when
@@ -666,7 +693,7 @@ class Server:
         dialog = call.dialog
         if dialog.state is not DialogState.CONFIRMED or dialog in self._transfers:
             return False
-        pending = _PendingTransfer(target=target, reason=reason)
+        pending = _PendingTransfer(target=target, reason=reason, on_failed=on_failed)
         self._transfers[dialog] = pending
         self.ua.refer(dialog, target, self._now())
         call.system_line("transfer-requested", f"REFER to {target}")
@@ -697,11 +724,12 @@ class Server:
                 call.system_line("transferred", pending.target)
                 self._hangup(call, pending.reason)
             else:
-                call.system_line(
-                    "transfer-failed", f"{pending.target}: the target answered {event.status}"
-                )
+                why = f"{pending.target}: the target answered {event.status}"
+                call.system_line("transfer-failed", why)
                 if pending.hang_up_on_failure:
                     self._hangup(call, pending.reason)
+                elif pending.on_failed is not None:
+                    pending.on_failed(why)
 
     def _transfer(self, call: Call, target: str, reason: str) -> None:
         """The call's own fallback (model lost): REFER to ``target``, else hang up."""
