@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -159,66 +159,34 @@ class Metrics:
         self.active_calls = Gauge(
             "active_calls", "Calls in progress.", namespace=NAMESPACE, registry=self.registry
         )
-        self.calls_total = Counter(
-            "calls",
-            "Calls ended, by outcome.",
-            ("outcome",),
-            namespace=NAMESPACE,
-            registry=self.registry,
+        self.calls_total = self._counter("calls", "Calls ended, by outcome.", ("outcome",))
+        self.rtp_packets_total = self._counter(
+            "rtp_packets", "RTP packets of ended calls, by direction (in, out).", ("direction",)
         )
-        self.rtp_packets_total = Counter(
-            "rtp_packets",
-            "RTP packets of ended calls, by direction (in, out).",
-            ("direction",),
-            namespace=NAMESPACE,
-            registry=self.registry,
+        self.rtp_lost_total = self._counter("rtp_lost", "RTP packets lost in ended calls.")
+        self.model_errors_total = self._counter(
+            "model_errors", "Calls ended because the model failed or never became available."
         )
-        self.rtp_lost_total = Counter(
-            "rtp_lost",
-            "RTP packets lost in ended calls.",
-            namespace=NAMESPACE,
-            registry=self.registry,
-        )
-        self.model_errors_total = Counter(
-            "model_errors",
-            "Calls ended because the model failed or never became available.",
-            namespace=NAMESPACE,
-            registry=self.registry,
-        )
-        self.tool_calls_total = Counter(
+        self.tool_calls_total = self._counter(
             "tool_calls",
             "Tool invocations, by tool and outcome (ok, error, timeout).",
             ("tool", "outcome"),
-            namespace=NAMESPACE,
-            registry=self.registry,
         )
-        self.rtp_jitter_ms = Histogram(
+        self.rtp_jitter_ms = self._histogram(
             "rtp_jitter_ms",
             "Final interarrival jitter of each call, milliseconds.",
-            namespace=NAMESPACE,
-            registry=self.registry,
-            buckets=RTP_JITTER_BUCKETS_MS,
+            RTP_JITTER_BUCKETS_MS,
         )
-        self.voice_latency_ms = Histogram(
+        self.voice_latency_ms = self._histogram(
             "voice_latency_ms",
             "Per turn: end of caller speech to first reply packet, milliseconds.",
-            namespace=NAMESPACE,
-            registry=self.registry,
-            buckets=VOICE_LATENCY_BUCKETS_MS,
+            VOICE_LATENCY_BUCKETS_MS,
         )
-        self.tool_latency_s = Histogram(
-            "tool_latency_s",
-            "Tool invocation duration, seconds.",
-            namespace=NAMESPACE,
-            registry=self.registry,
-            buckets=TOOL_LATENCY_BUCKETS_S,
+        self.tool_latency_s = self._histogram(
+            "tool_latency_s", "Tool invocation duration, seconds.", TOOL_LATENCY_BUCKETS_S
         )
-        self.call_setup_ms = Histogram(
-            "call_setup_ms",
-            "INVITE received to 200 OK sent, milliseconds.",
-            namespace=NAMESPACE,
-            registry=self.registry,
-            buckets=CALL_SETUP_BUCKETS_MS,
+        self.call_setup_ms = self._histogram(
+            "call_setup_ms", "INVITE received to 200 OK sent, milliseconds.", CALL_SETUP_BUCKETS_MS
         )
         self._sip = _SipCollector()
         self.registry.register(self._sip)
@@ -273,6 +241,14 @@ class Metrics:
         return lambda: registry.unsubscribe(on_change)
 
     # -- helpers ------------------------------------------------------------------------------
+    def _counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+        return Counter(name, documentation, labels, namespace=NAMESPACE, registry=self.registry)
+
+    def _histogram(self, name: str, documentation: str, buckets: Sequence[float]) -> Histogram:
+        return Histogram(
+            name, documentation, namespace=NAMESPACE, registry=self.registry, buckets=buckets
+        )
+
     def _tool_call(self, tool_call: Mapping[str, object]) -> None:
         error = tool_call.get("error")
         error_type = str(error.get("type", "") if isinstance(error, dict) else error or "")

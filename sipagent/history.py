@@ -116,6 +116,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX calls_caller_number ON calls (caller_number)",
         ),
     ),
+    Migration(
+        version=2,
+        description="facts column",
+        statements=("ALTER TABLE calls ADD COLUMN facts {json} NOT NULL DEFAULT '{{}}'",),
+    ),
 )
 """The schema, oldest step first. Append; never edit a released step."""
 
@@ -142,10 +147,10 @@ _SCALAR_COLUMNS = (
     "duration_s",
     "recording_path",
 )
-_JSON_COLUMNS = ("rtp", "dtmf", "transcript", "tool_calls", "turns")
+_JSON_COLUMNS = ("rtp", "dtmf", "transcript", "tool_calls", "turns", "facts")
 _COLUMNS = _SCALAR_COLUMNS + _JSON_COLUMNS
 # The list view leaves the bulky per-turn columns out.
-_SUMMARY_COLUMNS = (*_SCALAR_COLUMNS, "rtp", "dtmf")
+_SUMMARY_COLUMNS = (*_SCALAR_COLUMNS, "rtp", "dtmf", "facts")
 _ORDER = "ORDER BY ended_at DESC NULLS LAST, created_at DESC, session_id DESC"
 
 
@@ -300,10 +305,7 @@ class SqliteHistoryStore(HistoryStore):
             raise HistoryError(f"SQLite: {exc}") from exc
 
     async def _save_row(self, row: Mapping[str, object]) -> None:
-        params = {name: row[name] for name in _SCALAR_COLUMNS}
-        for name in _JSON_COLUMNS:
-            params[name] = json.dumps(row[name], ensure_ascii=False, allow_nan=False)
-        sql = _upsert_sql(lambda name: f":{name}")
+        sql, params = _upsert(row, _sqlite_param, _sqlite_json)
 
         def save(connection: sqlite3.Connection) -> None:
             connection.execute(sql, params)
@@ -313,12 +315,7 @@ class SqliteHistoryStore(HistoryStore):
     async def _select_page(
         self, filters: Mapping[str, object], limit: int, offset: int
     ) -> tuple[int, Sequence[Mapping[str, object]]]:
-        where = _where_sql(filters, lambda name: f":{name}")
-        count_sql = f"SELECT count(*) FROM calls {where}"
-        page_sql = (
-            f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM calls {where} {_ORDER} "
-            "LIMIT :limit OFFSET :offset"
-        )
+        count_sql, page_sql = _page_sql(filters, _sqlite_param)
         params = {**filters, "limit": limit, "offset": offset}
 
         def select(connection: sqlite3.Connection) -> tuple[int, list[Row]]:
@@ -503,10 +500,7 @@ class PostgresHistoryStore(HistoryStore):
     async def _save_row(self, row: Mapping[str, object]) -> None:
         from psycopg.types.json import Jsonb
 
-        params: dict[str, object] = {name: row[name] for name in _SCALAR_COLUMNS}
-        for name in _JSON_COLUMNS:
-            params[name] = Jsonb(row[name])
-        sql = _upsert_sql(lambda name: f"%({name})s")
+        sql, params = _upsert(row, _pg_param, Jsonb)
 
         async def save(connection: AsyncConnection[dict[str, Any]]) -> None:
             await connection.execute(sql, params)
@@ -516,12 +510,7 @@ class PostgresHistoryStore(HistoryStore):
     async def _select_page(
         self, filters: Mapping[str, object], limit: int, offset: int
     ) -> tuple[int, Sequence[Mapping[str, object]]]:
-        where = _where_sql(filters, lambda name: f"%({name})s")
-        count_sql = f"SELECT count(*) AS total FROM calls {where}"
-        page_sql = (
-            f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM calls {where} {_ORDER} "
-            "LIMIT %(limit)s OFFSET %(offset)s"
-        )
+        count_sql, page_sql = _page_sql(filters, _pg_param)
         params = {**filters, "limit": limit, "offset": offset}
 
         async def select(
@@ -584,6 +573,27 @@ def _pending_migrations(current: int) -> list[Migration]:
     return [migration for migration in MIGRATIONS if migration.version > current]
 
 
+def _sqlite_param(name: str) -> str:
+    return f":{name}"
+
+
+def _pg_param(name: str) -> str:
+    return f"%({name})s"
+
+
+def _sqlite_json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def _upsert(
+    row: Mapping[str, object], param: Callable[[str], str], encode_json: Callable[[Any], object]
+) -> tuple[str, dict[str, object]]:
+    """The statement that saves ``row`` and its parameters, the JSON columns encoded."""
+    params = {name: row[name] for name in _SCALAR_COLUMNS}
+    params.update((name, encode_json(row[name])) for name in _JSON_COLUMNS)
+    return _upsert_sql(param), params
+
+
 def _upsert_sql(param: Callable[[str], str]) -> str:
     updates = [
         # A re-save without a recording must not forget the one already stored.
@@ -597,6 +607,16 @@ def _upsert_sql(param: Callable[[str], str]) -> str:
         f"INSERT INTO calls ({', '.join(_COLUMNS)}) "
         f"VALUES ({', '.join(param(name) for name in _COLUMNS)}) "
         f"ON CONFLICT (session_id) DO UPDATE SET {', '.join(updates)}"
+    )
+
+
+def _page_sql(filters: Mapping[str, object], param: Callable[[str], str]) -> tuple[str, str]:
+    """The count of the rows matching ``filters`` and the page of them (``limit``, ``offset``)."""
+    where = _where_sql(filters, param)
+    return (
+        f"SELECT count(*) AS total FROM calls {where}",
+        f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM calls {where} {_ORDER} "
+        f"LIMIT {param('limit')} OFFSET {param('offset')}",
     )
 
 
@@ -641,6 +661,7 @@ def _record_row(record: CallRecord) -> Row:
         "transcript": _jsonable(record.transcript),
         "tool_calls": _jsonable(record.tool_calls),
         "turns": _jsonable(record.turns),
+        "facts": _jsonable(record.facts),
     }
 
 
@@ -664,6 +685,7 @@ def _row_dict(row: Mapping[str, object], *, detail: bool) -> Row:
         "dtmf": row["dtmf"],
         "duration_s": row["duration_s"],
         "recording_path": row["recording_path"],
+        "facts": row["facts"],
     }
     if detail:
         for name in ("transcript", "tool_calls", "turns"):
@@ -806,4 +828,5 @@ def _snapshot(record: CallRecord) -> CallRecord:
         transcript=[dict(line) for line in record.transcript],
         tool_calls=[dict(call) for call in record.tool_calls],
         turns=[dict(turn) for turn in record.turns],
+        facts=dict(record.facts),
     )

@@ -1,4 +1,8 @@
-"""Helpers for the seed agents' tests: a call context and a fresh seed store at a fixed time."""
+"""Helpers for the seed agents' tests: a call context and a fresh seed store at a fixed time.
+
+A test module gets the ``clock`` and ``store`` fixtures by importing :func:`clock_fixture` and
+:func:`store_fixture`, each ``as`` itself so that linters count the import as used.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from bridge.agents.context import AgentCallContext
 from bridge.agents.seed.store import SeedStore, set_store
@@ -50,12 +56,21 @@ def make_ctx(
     return ctx
 
 
-def fresh_store(tmp_path: Path, clock: Clock) -> Iterator[SeedStore]:
-    """A new seed file in ``tmp_path`` used by the tools for the test (fixture body)."""
-    store = SeedStore(tmp_path / "seed.sqlite3", clock=clock, pin_iterations=TEST_PIN_ITERATIONS)
-    set_store(store)
+@pytest.fixture(name="clock")
+def clock_fixture() -> Clock:
+    """The seed store's clock, at :data:`NOW` until the test moves it."""
+    return Clock()
+
+
+@pytest.fixture(name="store")
+def store_fixture(tmp_path: Path, clock: Clock) -> Iterator[SeedStore]:
+    """A new seed file in ``tmp_path`` used by the tools for the test."""
+    seed_store = SeedStore(
+        tmp_path / "seed.sqlite3", clock=clock, pin_iterations=TEST_PIN_ITERATIONS
+    )
+    set_store(seed_store)
     try:
-        yield store
+        yield seed_store
     finally:
         set_store(None)
-        store.close()
+        seed_store.close()

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from admin.app import CallController, HistoryLike, TransferController, create_app
 from admin.dashboard import SessionEvents
 from admin.metrics import Metrics
 from admin.server import AdminServer, start_admin
 from sipagent.registry import CallRecord, CallRegistry, CallState
+from tests.test_admin_metrics import METRIC_NAMES
 
 T0 = 1_714_564_800.0
 TOKEN = "s3cret-admin-token"
@@ -91,6 +93,11 @@ def make_record(n: int, state: str) -> CallRecord:
     )
 
 
+def in_process_client(app: FastAPI) -> httpx.AsyncClient:
+    """A client of ``app`` called in process, with no socket."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin")
+
+
 @pytest.fixture
 def registry() -> CallRegistry:
     registry = CallRegistry()
@@ -113,9 +120,7 @@ def controller(registry: CallRegistry) -> RecordingController:
 async def client(
     registry: CallRegistry, controller: RecordingController
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(registry, controller)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+    async with in_process_client(create_app(registry, controller)) as client:
         yield client
 
 
@@ -222,8 +227,7 @@ async def test_hangup_unknown_or_ended(
 
 async def test_hangup_race_is_404(registry: CallRegistry) -> None:
     controller = RacingController(registry)
-    transport = httpx.ASGITransport(app=create_app(registry, controller))
-    async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+    async with in_process_client(create_app(registry, controller)) as client:
         response = await client.delete("/sessions/s00000000001")
     assert response.status_code == 404
     assert controller.hangups == ["s00000000001"]
@@ -264,8 +268,7 @@ async def secured(registry: CallRegistry) -> AsyncIterator[httpx.AsyncClient]:
     )
     # Ended streams answer at once: httpx's ASGITransport waits for the whole body.
     app.state.events.close()
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+    async with in_process_client(app) as client:
         yield client
 
 
@@ -350,8 +353,7 @@ def transferring(registry: CallRegistry) -> TransferringController:
 async def transfer_client(
     registry: CallRegistry, transferring: TransferringController
 ) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(registry, transferring))
-    async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+    async with in_process_client(create_app(registry, transferring)) as client:
         yield client
 
 
@@ -420,8 +422,7 @@ async def test_history_not_configured(client: httpx.AsyncClient) -> None:
 async def test_history_is_delegated(registry: CallRegistry) -> None:
     history = FakeHistory()
     app = create_app(registry, RecordingController(registry), history=history)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+    async with in_process_client(app) as client:
         first = await client.get("/history")
         page = await client.get("/history", params={"limit": 2, "offset": 1})
         for bad in ({"limit": 0}, {"limit": 501}, {"offset": -1}, {"limit": "x"}):
@@ -449,8 +450,7 @@ async def test_metrics_exposition(registry: CallRegistry) -> None:
     metrics = Metrics()
     metrics.sip_counters({"rx_INVITE": 2, "tx_200": 1})
     app = create_app(registry, RecordingController(registry), metrics=metrics)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+    async with in_process_client(app) as client:
         before = await client.get("/metrics")
         metrics.call_started()
         metrics.call_started()
@@ -464,20 +464,7 @@ async def test_metrics_exposition(registry: CallRegistry) -> None:
         )
     assert before.status_code == 200
     assert before.headers["content-type"].startswith("text/plain; version=0.0.4")
-    for name in (
-        "sipagent_active_calls",
-        "sipagent_calls_total",
-        "sipagent_sip_requests_total",
-        "sipagent_sip_responses_total",
-        "sipagent_rtp_packets_total",
-        "sipagent_rtp_lost_total",
-        "sipagent_model_errors_total",
-        "sipagent_tool_calls_total",
-        "sipagent_rtp_jitter_ms",
-        "sipagent_voice_latency_ms",
-        "sipagent_tool_latency_s",
-        "sipagent_call_setup_ms",
-    ):
+    for name in METRIC_NAMES:
         assert f"# TYPE {name} " in before.text
     assert "sipagent_active_calls 0.0" in before.text
     assert 'sipagent_sip_requests_total{direction="rx",method="INVITE"} 2.0' in before.text

@@ -26,6 +26,7 @@ METRIC_NAMES = [
     "sipagent_tool_latency_s",
     "sipagent_call_setup_ms",
 ]
+"""Every family a :class:`Metrics` exposes; ``test_admin_app`` checks ``GET /metrics`` for them."""
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,22 +23,14 @@ from bridge.agents.seed.banking import (
 )
 from bridge.agents.seed.store import SeedStore
 from bridge.tools import ToolContext
-from tests.seed_context import Clock, fresh_store, make_ctx
+from tests.seed_context import Clock, make_ctx
+from tests.seed_context import clock_fixture as clock_fixture
+from tests.seed_context import store_fixture as store_fixture
 
 ANA = "+5511987654321"  # accounts 48213-7 (checking, R$ 8.450,75) and 48213-8 (savings)
 CARLOS = "+5521998765432"  # account 55190-2, R$ 1.250,00, limits R$ 1.000 / R$ 2.000 a day
 ANA_PIN = "2468"
 CARLOS_PIN = "1357"
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[SeedStore]:
-    yield from fresh_store(tmp_path, clock)
 
 
 async def balance_cents(store: SeedStore, account: str) -> int:

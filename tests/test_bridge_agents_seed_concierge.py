@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -13,37 +11,18 @@ from bridge.agents.seed.concierge import (
     CONFIRMATION_ALPHABET,
     book_table,
     cancel_reservation,
-    current_date,
     extract_confirmation_number,
     lookup_reservation,
     new_confirmation,
 )
 from bridge.agents.seed.store import SeedStore
-from tests.seed_context import Clock, fresh_store, make_ctx
+from tests.seed_context import Clock, make_ctx
+from tests.seed_context import clock_fixture as clock_fixture
+from tests.seed_context import store_fixture as store_fixture
 
 OLIVIA = "+14805550142"  # booked H7KM3X: 4 guests, Thursday 2025-06-05 19:00
 CALLER = "+16025550111"
 THURSDAY = "2025-06-05"
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()  # Tuesday 2025-06-03, 10:00 in Phoenix
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[SeedStore]:
-    yield from fresh_store(tmp_path, clock)
-
-
-async def test_current_date_is_phoenix_time(store: SeedStore) -> None:
-    assert await current_date(make_ctx(CALLER)) == {
-        "status": "ok",
-        "today": "2025-06-03",
-        "weekday": "Tuesday",
-        "time": "10:00",
-        "tomorrow": "2025-06-04",
-    }
 
 
 async def test_book_a_table(store: SeedStore) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -12,30 +10,17 @@ from bridge.agents.seed.scheduling import (
     SLOTS_KEY,
     available_slots,
     book_appointment,
-    current_date,
     identify_customer,
     list_services,
 )
 from bridge.agents.seed.store import SeedStore
-from tests.seed_context import Clock, fresh_store, make_ctx
+from tests.seed_context import Clock, make_ctx
+from tests.seed_context import clock_fixture as clock_fixture
+from tests.seed_context import store_fixture as store_fixture
 
 DANA = "+14805550123"  # 2019 Honda CR-V
 NEW = "+16025550111"
 TOMORROW = "2025-06-04"  # Wednesday: 08:00 A/C service in bay 1, 08:00 oil change in bay 2
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()  # Tuesday 2025-06-03, 10:00 in Phoenix
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[SeedStore]:
-    yield from fresh_store(tmp_path, clock)
-
-
-async def test_current_date(store: SeedStore) -> None:
-    assert (await current_date(make_ctx(DANA)))["tomorrow"] == TOMORROW
 
 
 async def test_identify_an_existing_customer(store: SeedStore) -> None:

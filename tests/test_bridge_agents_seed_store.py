@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
 from datetime import date, time, timedelta, timezone
 from pathlib import Path
 
@@ -31,17 +30,9 @@ from bridge.agents.seed.store import (
     spell,
     verify_pin,
 )
-from tests.seed_context import NOW, Clock, fresh_store
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[SeedStore]:
-    yield from fresh_store(tmp_path, clock)
+from tests.seed_context import NOW, Clock
+from tests.seed_context import clock_fixture as clock_fixture
+from tests.seed_context import store_fixture as store_fixture
 
 
 def count(connection: sqlite3.Connection, table: str) -> int:

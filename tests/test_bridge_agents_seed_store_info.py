@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -12,38 +10,20 @@ from bridge.agents.seed.store import SeedStore
 from bridge.agents.seed.store_info import (
     admission_prices,
     book_party,
-    current_date,
     get_hours,
     list_locations,
     order_status,
     party_packages,
     search_catalogue,
 )
-from tests.seed_context import Clock, fresh_store, make_ctx
+from tests.seed_context import Clock, make_ctx
+from tests.seed_context import clock_fixture as clock_fixture
+from tests.seed_context import store_fixture as store_fixture
 
 ROSA = "+14805550166"  # orders SKY-10482 (shipped) and SKY-10517
 SAM = "+16025550199"  # order SKY-10533
 TEMPE, MESA, GLENDALE = "+14805550110", "+14805550120", "+16235550130"
 SATURDAY = "2025-06-07"
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()  # Tuesday 2025-06-03, 10:00 in Phoenix
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[SeedStore]:
-    yield from fresh_store(tmp_path, clock)
-
-
-async def test_current_date(store: SeedStore) -> None:
-    result = await current_date(make_ctx(ROSA))
-    assert (result["today"], result["weekday"], result["time"]) == (
-        "2025-06-03",
-        "Tuesday",
-        "10:00",
-    )
 
 
 async def test_list_locations(store: SeedStore) -> None:

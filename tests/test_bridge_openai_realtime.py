@@ -151,6 +151,32 @@ def weather_tools(delay: float = 0.0, *, fail: bool = False) -> StaticTools:
     )
 
 
+def stuck_weather_tool() -> tuple[StaticTools, asyncio.Event]:
+    """A ``get_weather`` that never answers, and the event it sets when it is cancelled."""
+    cancelled = asyncio.Event()
+
+    async def slow(arguments: dict[str, Any], ctx: ToolContext) -> Any:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    return StaticTools({"get_weather": (function_schema("get_weather", ""), slow)}), cancelled
+
+
+@asynccontextmanager
+async def mute_server() -> AsyncIterator[str]:
+    """A WebSocket server that accepts connections and never says a word; yields its base URL."""
+
+    async def mute(ws: ServerConnection) -> None:
+        await ws.wait_closed()
+
+    async with serve(mute, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        yield f"http://127.0.0.1:{port}/v1"
+
+
 # -- set-up and greeting -------------------------------------------------------------------
 
 
@@ -331,16 +357,7 @@ async def test_two_tools_in_one_response_then_one_continuation() -> None:
 
 
 async def test_slow_tool_times_out_without_blocking_audio() -> None:
-    cancelled = asyncio.Event()
-
-    async def slow(arguments: dict[str, Any], ctx: ToolContext) -> Any:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    tools = StaticTools({"get_weather": (function_schema("get_weather", ""), slow)})
+    tools, cancelled = stuck_weather_tool()
     config = RealtimeConfig(greet_on="ready", tool_timeout=0.3)
     async with opened([FunctionCall()], config, tools=tools) as (_model, call, conn):
         await call.talk(200, tick=0.001)  # audio flows while the tool is stuck
@@ -455,14 +472,8 @@ async def test_connection_refused() -> None:
 
 
 async def test_silent_server_times_out() -> None:
-    async def mute(ws: ServerConnection) -> None:
-        await ws.wait_closed()
-
-    async with serve(mute, "127.0.0.1", 0) as server:
-        port = next(iter(server.sockets)).getsockname()[1]
-        model = OpenAIRealtimeModel(
-            api_key="sk-test", base_url=f"http://127.0.0.1:{port}/v1", open_timeout=0.3
-        )
+    async with mute_server() as base_url:
+        model = OpenAIRealtimeModel(api_key="sk-test", base_url=base_url, open_timeout=0.3)
         with pytest.raises(RealtimeConnectError) as raised:
             await model.open(context(), lambda event: None)
         assert raised.value.reason == "timeout"
@@ -563,12 +574,8 @@ async def test_drop_during_set_up_fails_open() -> None:
 
 
 async def test_close_while_opening_returns_quietly() -> None:
-    async def mute(ws: ServerConnection) -> None:
-        await ws.wait_closed()
-
-    async with serve(mute, "127.0.0.1", 0) as server:
-        port = next(iter(server.sockets)).getsockname()[1]
-        model = OpenAIRealtimeModel(api_key="sk-test", base_url=f"http://127.0.0.1:{port}/v1")
+    async with mute_server() as base_url:
+        model = OpenAIRealtimeModel(api_key="sk-test", base_url=base_url)
         opening = asyncio.create_task(model.open(context(), lambda event: None))
         await asyncio.sleep(0.1)
         await model.close()
@@ -587,16 +594,7 @@ async def test_calls_before_open_are_no_ops() -> None:
 
 
 async def test_external_function_result_wins_over_the_adapter() -> None:
-    cancelled = asyncio.Event()
-
-    async def slow(arguments: dict[str, Any], ctx: ToolContext) -> Any:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    tools = StaticTools({"get_weather": (function_schema("get_weather", ""), slow)})
+    tools, cancelled = stuck_weather_tool()
     async with opened([FunctionCall()], tools=tools) as (model, _call, conn):
         await until(lambda: bool(model.session and model.session.pending_calls), "the call")
         [call_id] = model.session.pending_calls if model.session else []

@@ -350,7 +350,7 @@ async def test_reopening_keeps_the_calls_and_migrates_once(database_url: str) ->
         await store.save(make_record())
     async with await open_history(database_url) as store:
         assert (await store.list()).total == 1
-    assert schema_versions(database_url) == [1]
+    assert schema_versions(database_url) == [1, 2]
 
 
 async def test_a_new_migration_is_applied_once_in_order(
@@ -359,7 +359,7 @@ async def test_a_new_migration_is_applied_once_in_order(
     async with await open_history(database_url) as store:
         await store.save(make_record())
     added = Migration(
-        version=2,
+        version=3,
         description="call rating",
         statements=("ALTER TABLE calls ADD COLUMN rating {real}",),
     )
@@ -367,7 +367,7 @@ async def test_a_new_migration_is_applied_once_in_order(
     for _ in range(2):  # the second open must not add the column again
         async with await open_history(database_url) as store:
             assert (await store.list()).total == 1
-    assert schema_versions(database_url) == [1, 2]
+    assert schema_versions(database_url) == [1, 2, 3]
 
 
 async def test_a_schema_newer_than_the_code_is_refused(
@@ -375,7 +375,7 @@ async def test_a_schema_newer_than_the_code_is_refused(
 ) -> None:
     await (await open_history(database_url)).close()
     monkeypatch.setattr(history, "MIGRATIONS", ())
-    with pytest.raises(ConfigError, match=rf"^{SETTING}: .*schema is version 1, newer") as caught:
+    with pytest.raises(ConfigError, match=rf"^{SETTING}: .*schema is version 2, newer") as caught:
         await open_history(database_url)
     assert caught.value.setting == SETTING
 
@@ -385,7 +385,7 @@ async def test_concurrent_opens_migrate_once(database_url: str) -> None:
     await asyncio.gather(*(store.save(make_record(n)) for n, store in enumerate(stores)))
     for store in stores:
         await store.close()
-    assert schema_versions(database_url) == [1]
+    assert schema_versions(database_url) == [1, 2]
 
 
 # --- SQLite specifics --------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import wave
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make `rtp` importable
 
 from rtp.g711 import alaw_encode, ulaw_encode  # noqa: E402
 
-__all__ = ["PROMPT_TEXT", "main", "render_samples"]
+__all__ = ["PROMPT_TEXT", "frame_speech", "main", "render_samples", "speak"]
 
 PROMPT_TEXT = "Sorry, our assistant is unavailable right now. Please call again later."
 ESPEAK_ARGS = ("-v", "en-us", "-s", "165", "-p", "50", "-a", "100")
@@ -56,25 +57,35 @@ def _read_wav(path: Path) -> tuple[npt.NDArray[np.int16], int]:
         return np.frombuffer(data, dtype="<i2").astype(np.int16), wav.getframerate()
 
 
-def render_samples() -> npt.NDArray[np.int16]:
-    """Speak PROMPT_TEXT with espeak-ng and shape it into whole 8 kHz frames."""
+def speak(text: str, espeak_args: Sequence[str]) -> tuple[npt.NDArray[np.int16], int]:
+    """``text`` spoken by espeak-ng: its samples and their rate (espeak-ng's own, not 8 kHz)."""
     espeak = shutil.which("espeak-ng")
     if espeak is None:
         raise SystemExit("espeak-ng is not installed (apt-get install espeak-ng)")
     with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "prompt.wav"
-        subprocess.run([espeak, *ESPEAK_ARGS, "-w", str(raw), PROMPT_TEXT], check=True,
-                       timeout=60)
-        samples, rate = _read_wav(raw)
-    pcm = np.asarray(soxr.resample(samples.astype(np.float32), rate, SAMPLE_RATE),
-                     dtype=np.float64)
+        raw = Path(tmp) / "espeak.wav"
+        subprocess.run([espeak, *espeak_args, "-w", str(raw), text], check=True, timeout=60)
+        return _read_wav(raw)
+
+
+def frame_speech(pcm: npt.NDArray[np.float64], peak: float) -> npt.NDArray[np.int16]:
+    """8 kHz speech trimmed to MARGIN_MS of quiet at each end, scaled to ``peak`` and
+    zero-padded to whole 20 ms frames."""
     loud = np.nonzero(np.abs(pcm) > 0.01 * np.abs(pcm).max())[0]
     margin = SAMPLE_RATE * MARGIN_MS // 1000
     pcm = pcm[max(0, int(loud[0]) - margin) : int(loud[-1]) + margin]
-    pcm = pcm * (PEAK / np.abs(pcm).max())
+    pcm = pcm * (peak / np.abs(pcm).max())
     padded = np.zeros(-(-len(pcm) // FRAME_SAMPLES) * FRAME_SAMPLES)
     padded[: len(pcm)] = pcm
     return np.clip(np.round(padded), -32768, 32767).astype(np.int16)
+
+
+def render_samples() -> npt.NDArray[np.int16]:
+    """Speak PROMPT_TEXT with espeak-ng and shape it into whole 8 kHz frames."""
+    samples, rate = speak(PROMPT_TEXT, ESPEAK_ARGS)
+    pcm = np.asarray(soxr.resample(samples.astype(np.float32), rate, SAMPLE_RATE),
+                     dtype=np.float64)
+    return frame_speech(pcm, PEAK)
 
 
 def check() -> list[str]:

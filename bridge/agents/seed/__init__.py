@@ -12,7 +12,8 @@ Each module holds the tools of one agent declared in ``config/agents/<name>.yaml
 - :mod:`.scheduling` (``scheduling``): Desert Auto Care: recognises the caller, collects the
   booking's slots in the call memory, books service appointments.
 
-Their data is one SQLite file (:mod:`.store`), ``$SIPAGENT_SEED_DB`` or
+The three Arizona businesses share their local time and the ``current_date`` tool
+(:mod:`.common`). Their data is one SQLite file (:mod:`.store`), ``$SIPAGENT_SEED_DB`` or
 ``data/seed.sqlite3``, created with demo rows on first use. The modules are imported by the
 agent registry when an agent file names one of their tools; importing this package imports
 none of them.

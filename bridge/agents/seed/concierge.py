@@ -16,7 +16,7 @@ import logging
 import re
 import sqlite3
 from datetime import date as Date
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from datetime import time as Time
 from typing import Annotated, Final
 
@@ -24,11 +24,11 @@ from pydantic import Field
 
 from bridge.agents.context import AgentCallContext
 
+from .common import PHOENIX, current_date, spoken_time
 from .store import (
     PHONE_ALPHABET,
     ToolResult,
     call_log,
-    date_info,
     error,
     get_store,
     normalize_number,
@@ -56,7 +56,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RESTAURANT: Final = "Saguaro & Salt"
-PHOENIX: Final = timezone(timedelta(hours=-7), "MST")
 CONFIRMATION_ALPHABET: Final = PHONE_ALPHABET
 CONFIRMATION_LENGTH: Final = 6
 COVERS_PER_SLOT: Final = 20
@@ -95,6 +94,10 @@ _NATO: Final = {
 }
 _SPOKEN: Final = {**_DIGIT_WORDS, **_NATO}
 
+Confirmation = Annotated[
+    str, Field(description="The 6-character confirmation number, e.g. H7KM3X.")
+]
+
 
 def new_confirmation() -> str:
     """A random confirmation number (letters and digits of :data:`CONFIRMATION_ALPHABET`)."""
@@ -109,6 +112,13 @@ def _normalize_confirmation(value: str) -> str | None:
     code = re.sub(r"[\s\-.,_/]", "", value).upper()
     ok = len(code) == CONFIRMATION_LENGTH and all(ch in CONFIRMATION_ALPHABET for ch in code)
     return code if ok else None
+
+
+def _invalid_confirmation() -> ToolResult:
+    return error(
+        "invalid_confirmation",
+        "A confirmation number has 6 letters and digits; ask the caller to spell it.",
+    )
 
 
 def extract_confirmation_number(transcript_text: str) -> str | None:
@@ -175,12 +185,8 @@ def _seating_text(day: Date) -> str:
     seatings = _seatings(day)
     if not seatings:
         return f"{RESTAURANT} is closed on {day.strftime('%A')}s"
-    spans = " and ".join(f"{_clock(a)} to {_clock(b)}" for a, b in seatings)
+    spans = " and ".join(f"{spoken_time(a)} to {spoken_time(b)}" for a, b in seatings)
     return f"on {day.strftime('%A')}s the first and last seatings are {spans}"
-
-
-def _clock(value: Time) -> str:
-    return value.strftime("%I:%M %p").lstrip("0")
 
 
 def _reservation(row: sqlite3.Row) -> ToolResult:
@@ -193,20 +199,27 @@ def _reservation(row: sqlite3.Row) -> ToolResult:
         "date": row["date"],
         "weekday": day.strftime("%A"),
         "time": row["time"],
-        "time_spoken": _clock(Time.fromisoformat(row["time"])),
+        "time_spoken": spoken_time(Time.fromisoformat(row["time"])),
         "notes": row["notes"],
         "reservation_status": row["status"],
     }
 
 
+def _find_reservation(connection: sqlite3.Connection, code: str) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = connection.execute(
+        "SELECT * FROM reservations WHERE confirmation = ?", (code,)
+    ).fetchone()
+    return row
+
+
+def _written(connection: sqlite3.Connection, code: str, status: str) -> ToolResult:
+    """The answer to a booking or cancellation: the reservation as its transaction left it."""
+    row = _find_reservation(connection, code)
+    assert row is not None  # inserted or updated earlier in the same transaction
+    return {"status": status, "restaurant": RESTAURANT, **_reservation(row)}
+
+
 # -- tools --------------------------------------------------------------------------------------
-async def current_date(ctx: AgentCallContext) -> ToolResult:
-    """Get today's date, weekday and the time at the restaurant, to turn "tomorrow" or "this
-    Friday" into a date.
-    """
-    return date_info(get_store().now(PHOENIX))
-
-
 async def book_table(
     ctx: AgentCallContext,
     name: Annotated[str, Field(description="The name the table is booked under.")],
@@ -283,10 +296,7 @@ async def book_table(
                 now.isoformat(timespec="seconds"),
             ),
         )
-        row = connection.execute(
-            "SELECT * FROM reservations WHERE confirmation = ?", (code,)
-        ).fetchone()
-        return {"status": "confirmed", "restaurant": RESTAURANT, **_reservation(row)}
+        return _written(connection, code, "confirmed")
 
     result = await store.write(book)
     if result["status"] == "confirmed":
@@ -330,24 +340,15 @@ def _alternatives(
 
 async def lookup_reservation(
     ctx: AgentCallContext,
-    confirmation: Annotated[
-        str, Field(description="The 6-character confirmation number, e.g. H7KM3X.")
-    ],
+    confirmation: Confirmation,
 ) -> ToolResult:
     """Find a reservation by its confirmation number and tell its name, party size, date,
     time, notes and whether it is still booked or cancelled.
     """
     code = _normalize_confirmation(confirmation)
     if code is None:
-        return error(
-            "invalid_confirmation",
-            "A confirmation number has 6 letters and digits; ask the caller to spell it.",
-        )
-    row = await get_store().read(
-        lambda connection: connection.execute(
-            "SELECT * FROM reservations WHERE confirmation = ?", (code,)
-        ).fetchone()
-    )
+        return _invalid_confirmation()
+    row = await get_store().read(lambda connection: _find_reservation(connection, code))
     if row is None:
         return error(
             "not_found",
@@ -358,9 +359,7 @@ async def lookup_reservation(
 
 async def cancel_reservation(
     ctx: AgentCallContext,
-    confirmation: Annotated[
-        str, Field(description="The 6-character confirmation number, e.g. H7KM3X.")
-    ],
+    confirmation: Confirmation,
     name: Annotated[
         str,
         Field(
@@ -374,19 +373,14 @@ async def cancel_reservation(
     """
     code = _normalize_confirmation(confirmation)
     if code is None:
-        return error(
-            "invalid_confirmation",
-            "A confirmation number has 6 letters and digits; ask the caller to spell it.",
-        )
+        return _invalid_confirmation()
     store = get_store()
     now = store.now(PHOENIX)
     phone = normalize_number(ctx.caller_number, "1")
     given_name = " ".join(name.split()).casefold()
 
     def cancel(connection: sqlite3.Connection) -> ToolResult:
-        row = connection.execute(
-            "SELECT * FROM reservations WHERE confirmation = ?", (code,)
-        ).fetchone()
+        row = _find_reservation(connection, code)
         if row is None:
             return error("not_found", f"No reservation has the confirmation number {spell(code)}.")
         if row["status"] == "cancelled":
@@ -411,10 +405,7 @@ async def cancel_reservation(
             "UPDATE reservations SET status = 'cancelled', cancelled_at = ? WHERE confirmation = ?",
             (now.isoformat(timespec="seconds"), code),
         )
-        row = connection.execute(
-            "SELECT * FROM reservations WHERE confirmation = ?", (code,)
-        ).fetchone()
-        return {"status": "cancelled", "restaurant": RESTAURANT, **_reservation(row)}
+        return _written(connection, code, "cancelled")
 
     result = await store.write(cancel)
     if result["status"] == "cancelled":

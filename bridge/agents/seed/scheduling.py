@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from datetime import date as Date
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from datetime import time as Time
 from typing import Annotated, Any, Final
 
@@ -24,10 +24,10 @@ from pydantic import Field
 
 from bridge.agents.context import AgentCallContext
 
+from .common import DAY_NAMES, PHOENIX, current_date, spoken_time
 from .store import (
     ToolResult,
     call_log,
-    date_info,
     error,
     format_usd,
     get_store,
@@ -54,7 +54,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SHOP: Final = "Desert Auto Care"
-PHOENIX: Final = timezone(timedelta(hours=-7), "MST")
 BAYS: Final = 2
 GRID_MINUTES: Final = 30
 SHOP_HOURS: Final = {
@@ -72,7 +71,6 @@ SLOTS_KEY: Final = "scheduling.slots"
 """The ``ctx.memory`` key of the collected slots (service_type, date, time, name)."""
 _CUSTOMER_KEY: Final = "scheduling.customer"
 _SLOT_ORDER: Final = ("service_type", "date", "time", "name")
-_DAY_NAMES: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 ServiceType = Annotated[
     str, Field(description="Service code or name from list_services, e.g. oil_change.")
@@ -95,7 +93,7 @@ def _hhmm(minutes: int) -> str:
 
 
 def _spoken(minutes: int) -> str:
-    return Time(minutes // 60, minutes % 60).strftime("%I:%M %p").lstrip("0")
+    return spoken_time(Time(minutes // 60, minutes % 60))
 
 
 def _find_service(connection: sqlite3.Connection, wanted: str) -> sqlite3.Row | ToolResult:
@@ -124,7 +122,7 @@ def _check_day(day: Date | None, now: datetime) -> Date | ToolResult:
     if day > now.date() + HORIZON:
         return error("too_far_ahead", "Appointments can be booked up to 30 days ahead.")
     if day.weekday() not in SHOP_HOURS:
-        return error("closed", f"{SHOP} is closed on {_DAY_NAMES[day.weekday()]}s.")
+        return error("closed", f"{SHOP} is closed on {DAY_NAMES[day.weekday()]}s.")
     return day
 
 
@@ -159,11 +157,6 @@ def _free_starts(
 
 
 # -- tools --------------------------------------------------------------------------------------
-async def current_date(ctx: AgentCallContext) -> ToolResult:
-    """Get today's date, weekday and local time, to turn "tomorrow" or "Friday" into a date."""
-    return date_info(get_store().now(PHOENIX))
-
-
 async def identify_customer(ctx: AgentCallContext) -> ToolResult:
     """Look the caller up by their phone number: an existing customer (name, vehicle, last
     visit, upcoming appointments) or a new one. Call it first; follow "greeting_hint".
@@ -267,7 +260,7 @@ async def available_slots(
             "service_type": service["code"],
             "service": service["name"],
             "date": day.isoformat(),
-            "weekday": _DAY_NAMES[day.weekday()],
+            "weekday": DAY_NAMES[day.weekday()],
             "times": [_hhmm(start) for start in free],
             "times_spoken": [_spoken(start) for start in free],
         }
@@ -378,7 +371,7 @@ async def book_appointment(
             "reference_spoken": spell(reference),
             "service": service["name"],
             "date": day.isoformat(),
-            "weekday": _DAY_NAMES[day.weekday()],
+            "weekday": DAY_NAMES[day.weekday()],
             "time": slots["time"],
             "time_spoken": _spoken(start),
             "name": slots["name"],

@@ -15,17 +15,17 @@ import re
 import sqlite3
 from datetime import date as Date
 from datetime import time as Time
-from datetime import timedelta, timezone
+from datetime import timedelta
 from typing import Annotated, Any, Final
 
 from pydantic import Field
 
 from bridge.agents.context import AgentCallContext
 
+from .common import DAY_NAMES, PHOENIX, current_date, spoken_time
 from .store import (
     ToolResult,
     call_log,
-    date_info,
     error,
     format_usd,
     get_store,
@@ -54,7 +54,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BRAND: Final = "Skyhop Trampoline Parks"
-PHOENIX: Final = timezone(timedelta(hours=-7), "MST")
 PARTY_ROOMS: Final = 2
 """Parties a park can host at the same start time."""
 PARTY_TIMES: Final = {
@@ -65,7 +64,6 @@ PARTY_TIMES: Final = {
 PARTY_NOTICE: Final = timedelta(days=2)
 PARTY_HORIZON: Final = timedelta(days=120)
 AGE_GROUPS: Final = ("toddler", "child", "teen", "spectator")
-_DAY_NAMES: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _STOPWORDS: Final = frozenset(
     ("a", "an", "and", "any", "do", "for", "have", "i", "in", "is", "of", "on", "the", "to")
 )
@@ -79,12 +77,8 @@ Location = Annotated[
 ]
 
 
-def _clock(value: str) -> str:
-    return Time.fromisoformat(value).strftime("%I:%M %p").lstrip("0")
-
-
 def _hours_text(opens: str, closes: str) -> str:
-    return f"{_clock(opens)} to {_clock(closes)}"
+    return f"{spoken_time(Time.fromisoformat(opens))} to {spoken_time(Time.fromisoformat(closes))}"
 
 
 async def _resolve_location(ctx: AgentCallContext, named: str) -> sqlite3.Row | ToolResult:
@@ -124,11 +118,6 @@ def _week(connection: sqlite3.Connection, slug: str) -> dict[int, tuple[str, str
 
 
 # -- tools --------------------------------------------------------------------------------------
-async def current_date(ctx: AgentCallContext) -> ToolResult:
-    """Get today's date, weekday and local time, to turn "tomorrow" or "Saturday" into a date."""
-    return date_info(get_store().now(PHOENIX))
-
-
 async def list_locations(ctx: AgentCallContext) -> ToolResult:
     """List the Skyhop parks with address, phone number and today's opening hours."""
     store = get_store()
@@ -173,7 +162,7 @@ async def get_hours(ctx: AgentCallContext, location: Location = "") -> ToolResul
         "open_now": today is not None and today[0] <= clock < today[1],
         "weekly": [
             {"day": name, "hours": _hours_text(*week[day]) if day in week else "closed"}
-            for day, name in enumerate(_DAY_NAMES)
+            for day, name in enumerate(DAY_NAMES)
         ],
     }
 
@@ -365,14 +354,14 @@ async def book_party(
                 "invalid_kids", f"The {plan['name']} package takes 1 to {plan['max_kids']} kids."
             )
         if day.weekday() not in _week(connection, park["slug"]):
-            return error("closed", f"{park['name']} is closed on {_DAY_NAMES[day.weekday()]}s.")
+            return error("closed", f"{park['name']} is closed on {DAY_NAMES[day.weekday()]}s.")
         free = _free_party_times(connection, park["slug"], day)
         if start is None:
             return {
                 "status": "choose_time",
                 "location": park["city"],
                 "date": day.isoformat(),
-                "weekday": _DAY_NAMES[day.weekday()],
+                "weekday": DAY_NAMES[day.weekday()],
                 "available_times": free,
             }
         slot = start.strftime("%H:%M")
@@ -414,7 +403,7 @@ async def book_party(
             "location": park["name"],
             "address": park["address"],
             "date": day.isoformat(),
-            "weekday": _DAY_NAMES[day.weekday()],
+            "weekday": DAY_NAMES[day.weekday()],
             "time": slot,
             "kids": kids,
             "contact_name": contact,
@@ -470,5 +459,5 @@ async def order_status(
         "carrier": row["carrier"],
         "tracking": row["tracking"],
         "estimated_delivery": eta,
-        "delivery_weekday": _DAY_NAMES[Date.fromisoformat(eta).weekday()] if eta else None,
+        "delivery_weekday": DAY_NAMES[Date.fromisoformat(eta).weekday()] if eta else None,
     }
