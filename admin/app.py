@@ -32,6 +32,7 @@ from .dashboard import SessionEvents, add_dashboard
 from .metrics import Metrics
 
 __all__ = [
+    "RegistrationController",
     "CallController",
     "HistoryLike",
     "TransferController",
@@ -53,6 +54,15 @@ class CallController(Protocol):
 
     def ready(self) -> dict[str, object]:
         """Readiness report; must contain ``"ready": bool`` (plus any JSON-ready details)."""
+        ...
+
+
+@runtime_checkable
+class RegistrationController(Protocol):
+    """A controller that registers with registrars (SIPAGENT_REGISTRAR)."""
+
+    def registrations(self) -> list[dict[str, object]]:
+        """One status per registration: state, registrar, aor, expires_in, last_status..."""
         ...
 
 
@@ -211,6 +221,13 @@ def create_app(
             raise HTTPException(status_code=503, detail="metrics are not enabled")
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(content=encoder(metrics.registry), media_type=content_type)
+
+    @api.get("/registrations")
+    async def get_registrations() -> dict[str, object]:
+        found = (
+            controller.registrations() if isinstance(controller, RegistrationController) else []
+        )
+        return {"count": len(found), "registrations": found}
 
     @api.get("/history")
     async def get_history(

@@ -252,6 +252,7 @@ PROTECTED = [
     ("POST", "/sessions/s00000000002/transfer", {"target": "sip:desk@pbx"}, 202),
     ("GET", "/metrics", None, 200),
     ("GET", "/history", None, 200),
+    ("GET", "/registrations", None, 200),
     ("GET", "/events", None, 200),
 ]
 PUBLIC = ["/health", "/", "/static/dashboard.js", "/static/dashboard.css", "/docs", "/openapi.json"]
@@ -599,3 +600,20 @@ async def test_events_close_ends_open_streams(served: Served) -> None:
             rest = [line async for line in lines]
     assert rest == []
     await wait_until_no_subscribers(served)
+
+
+
+async def test_registrations_are_listed_when_the_controller_registers() -> None:
+    class Registering(RecordingController):
+        def registrations(self) -> list[dict[str, object]]:
+            return [{"state": "registered", "registrar": "sip:pbx.test", "expires_in": 42.0}]
+
+    registry = CallRegistry()
+    for controller, expected in ((RecordingController(registry), []), (Registering(registry), [
+        {"state": "registered", "registrar": "sip:pbx.test", "expires_in": 42.0}
+    ])):
+        app = create_app(registry, controller)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+            body = (await client.get("/registrations")).json()
+        assert body == {"count": len(expected), "registrations": expected}
