@@ -517,11 +517,13 @@ class Sample:
     drops: int
     sessions: list[dict[str, Any]]
     memory: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    """What :attr:`LevelHooks.probe` read right after (empty without one)."""
 
 
 def sample_after_refresh(
     server: ServerProcess, sipp: SippLoad, *, start_polling_at: float, limit: float = 2.5,
-    interval: float = 0.025,
+    interval: float = 0.025, probe: Callable[[], dict[str, Any]] | None = None,
 ) -> Sample:
     """Poll /sessions from ``start_polling_at`` until the RTP counters change, then sample.
 
@@ -541,11 +543,14 @@ def sample_after_refresh(
             break
     else:
         log("warning: the RTP counters did not change while polling /sessions")
-    return Sample(
+    sample = Sample(
         mono=time.monotonic(), cpu=server.cpu_seconds(), sipp_cpu=sipp.cpu_seconds(),
         system=system_cpu(), drops=server.socket_drops(), sessions=sessions,
         memory=server.memory(),
     )
+    if probe is not None:
+        sample.extra = probe()
+    return sample
 
 
 def parse_iso(value: str | None) -> float | None:
@@ -566,12 +571,26 @@ def percentile(values: list[float], fraction: float) -> float | None:
 # -------------------------------------------------------------------------------- one level
 
 
+@dataclass
+class LevelHooks:
+    """What another benchmark (bench/bridged.py) changes in :func:`run_level`."""
+
+    server_env: dict[str, str] = field(default_factory=dict)
+    """Extra environment of the server (e.g. ``SIPAGENT_MODEL=openai``)."""
+    probe: Callable[[], dict[str, Any]] | None = None
+    """Read at both ends of the steady window, right after the server (``Sample.extra``)."""
+    after_window: Callable[[ServerProcess, Sample, Sample], dict[str, Any]] | None = None
+    """More results from the window's two samples, merged into the level's result."""
+
+
 def run_level(calls: int, args: argparse.Namespace, run_root: Path,
-              rtp_range: tuple[int, int]) -> dict[str, Any]:
+              rtp_range: tuple[int, int], hooks: LevelHooks | None = None) -> dict[str, Any]:
     """Start a server, load it with ``calls`` streaming calls, measure, stop everything."""
+    hooks = hooks or LevelHooks()
     workdir = run_root / f"n{calls}"
     result: dict[str, Any] = {"calls": calls, "workdir": str(workdir)}
-    server = ServerProcess.start(workdir / "server", max_calls=calls + 10, rtp_range=rtp_range)
+    server = ServerProcess.start(workdir / "server", max_calls=calls + 10, rtp_range=rtp_range,
+                                 extra_env=hooks.server_env)
     sipp: SippLoad | None = None
     try:
         result["server_pid"] = server.pid
@@ -618,14 +637,17 @@ def run_level(calls: int, args: argparse.Namespace, run_root: Path,
         # first call's BYE (first answer + hold time).
         first_answer = min(parse_iso(s["answered_at"]) or time.time() for s in flowing)
         end_target = time.monotonic() + (first_answer + args.duration - time.time()) - 1.5
-        start = sample_after_refresh(server, sipp,
+        start = sample_after_refresh(server, sipp, probe=hooks.probe,
                                      start_polling_at=time.monotonic() + args.settle)
         if end_target - start.mono < 3:
             log("warning: steady window under 3 s: raise --duration or --rate")
         # Poll for the refresh that precedes end_target (period ~1 s, a little more).
         ticks = max(1, int((end_target - start.mono) // 1.0))
-        end = sample_after_refresh(server, sipp, start_polling_at=start.mono + ticks - 0.15)
+        end = sample_after_refresh(server, sipp, start_polling_at=start.mono + ticks - 0.15,
+                                   probe=hooks.probe)
         result.update(window_metrics(start, end, calls))
+        if hooks.after_window is not None:
+            result.update(hooks.after_window(server, start, end))
 
         # Let SIPp finish, keeping the final counters of every call as it ends (the admin
         # keeps only the last 100 ended calls).

@@ -285,14 +285,18 @@ class Server:
         return False
 
     def ready(self) -> dict[str, object]:
-        ready = self.transport.ready and not self.draining
-        return {
+        registered = self.registration is None or self.registration.state is RegState.REGISTERED
+        ready = self.transport.ready and not self.draining and registered
+        report: dict[str, object] = {
             "ready": ready,
             "sip": "up" if self.transport.ready else "down",
             "draining": self.draining,
             "model": self.settings.model,
             "active_calls": len(self.calls),
         }
+        if self.registration is not None:
+            report["registration"] = self.registration.state.value
+        return report
 
     # -- SIP plumbing -----------------------------------------------------------------------
     def _now(self) -> float:

@@ -1,8 +1,12 @@
-"""asyncio SIP transports: one UDP socket and one TCP listener on the same address.
+"""asyncio SIP transports: UDP and TCP on one address, and optionally a TLS listener.
 
 Thin: bytes in are handed to ``on_message(data, source)`` with a :class:`Destination`
-naming where they came from; bytes out go to a Destination, reusing the TCP connection
-that the peer opened (responses and in-dialog requests alike) or opening one.
+naming where they came from; bytes out go to a Destination, reusing the TCP or TLS
+connection that the peer opened (responses and in-dialog requests alike) or opening one.
+
+TLS (RFC 3261 §26.3.1, RFC 5630) has its own port (5061 by convention). A connection is
+only registered for reuse once its handshake completed; a failed or stalled handshake is
+logged at INFO, counted in ``counters["tls_handshake_failures"]`` and closed.
 """
 
 from __future__ import annotations
@@ -11,14 +15,16 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, cast
 
 from .exceptions import MessageParseError
 from .framing import StreamFramer
 from .transaction import Destination
 
-__all__ = ["SipTransport"]
+__all__ = ["SipTransport", "TlsConfig", "client_context", "server_context"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +32,72 @@ MessageHandler = Callable[[bytes, Destination], None]
 
 #: Largest datagram read; SIP over UDP stays well under this (RFC 3261 §18.1.1).
 _MAX_DATAGRAM = 65_535
-#: A TCP connection idle this long is closed.
+#: A TCP or TLS connection idle this long is closed.
 _TCP_IDLE_TIMEOUT = 300.0
+#: Seconds a TLS handshake may take before the connection is dropped.
+_TLS_HANDSHAKE_TIMEOUT = 10.0
+#: Seconds a closing TLS connection waits for the peer's close_notify.
+_TLS_SHUTDOWN_TIMEOUT = 2.0
+#: Tries to find one port free for both UDP and TCP when any port will do.
+_ANY_PORT_ATTEMPTS = 5
+#: Seconds close() waits for closed connections to be gone.
+_CLOSE_WAIT = 1.0
 
 _Peer = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsConfig:
+    """The TLS listener and outbound TLS connections: certificate, trust anchors, checks."""
+
+    certfile: str
+    """PEM file with our certificate chain, leaf first (the key too unless ``keyfile``)."""
+    keyfile: str | None = None
+    """PEM file with the private key of ``certfile``; None: it is in ``certfile``."""
+    port: int = 5061
+    """Port of the TLS listener (0: any free port, see :attr:`SipTransport.tls_port`)."""
+    cafile: str | None = None
+    """PEM trust anchors for peers' certificates; None: the system store."""
+    verify_server: bool = True
+    """Outbound: check the server's chain and that it names the host we dialled."""
+    require_client_cert: bool = False
+    """Inbound: refuse a handshake without a client certificate that chains to the anchors."""
+    handshake_timeout: float = _TLS_HANDSHAKE_TIMEOUT
+    """Seconds a handshake may take, either direction, before the connection is closed."""
+
+
+def server_context(config: TlsConfig) -> ssl.SSLContext:
+    """The listener's context: TLS 1.2 or later, our chain, client certificates if required."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.certfile, config.keyfile)
+    if config.require_client_cert:
+        context.verify_mode = ssl.CERT_REQUIRED
+        _load_anchors(context, config.cafile, ssl.Purpose.CLIENT_AUTH)
+    return context
+
+
+def client_context(config: TlsConfig) -> ssl.SSLContext:
+    """The context of connections we open: server verified unless configured off.
+
+    Our chain is offered too, for servers that ask for a client certificate.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if config.verify_server:
+        _load_anchors(context, config.cafile, ssl.Purpose.SERVER_AUTH)
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    context.load_cert_chain(config.certfile, config.keyfile)
+    return context
+
+
+def _load_anchors(context: ssl.SSLContext, cafile: str | None, purpose: ssl.Purpose) -> None:
+    if cafile is not None:
+        context.load_verify_locations(cafile=cafile)
+    else:
+        context.load_default_certs(purpose)
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -50,26 +118,84 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         logger.debug("UDP error: %s", exc)
 
 
-class _TcpConnection(asyncio.Protocol):
-    def __init__(self, owner: SipTransport) -> None:
+class _StreamConnection(asyncio.Protocol):
+    """One TCP or TLS connection, opened by either side.
+
+    A TLS connection starts as plain TCP; its handshake runs as a task of the owner and
+    the connection only counts (is framed, registered, reused) once it completed.
+    """
+
+    def __init__(
+        self,
+        owner: SipTransport,
+        name: str,
+        tls: ssl.SSLContext | None = None,
+        *,
+        server_hostname: str | None = None,
+    ) -> None:
         self._owner = owner
+        self.name = name
+        """``tcp`` or ``tls``: the transport of the Destinations it carries."""
+        self._tls = tls
+        self._server_hostname = server_hostname
         self._framer = StreamFramer()
         self._loop = asyncio.get_running_loop()
         self._last_activity = self._loop.time()
         self._idle_timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.peer: Destination | None = None
+        self.established: asyncio.Future[bool] = self._loop.create_future()
+        """True once usable; False if the TLS handshake failed or the task was cancelled."""
 
     @property
     def usable(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
+        if self._tls is None:
+            self._establish(cast(asyncio.Transport, transport))
+            return
+        # Nothing reaches the framer before the handshake: the first bytes are TLS records.
+        cast(asyncio.Transport, transport).pause_reading()
+        self._owner._spawn(self._handshake(cast(asyncio.Transport, transport)))
+
+    async def _handshake(self, raw: asyncio.Transport) -> None:
+        assert self._tls is not None
+        host, port = raw.get_extra_info("peername")[:2]
+        who = Destination(self.name, str(host), int(port))
+        timeout = self._owner.tls_handshake_timeout
+        try:
+            secured = await self._loop.start_tls(
+                raw, self, self._tls,
+                server_side=self._server_hostname is None,
+                server_hostname=self._server_hostname,
+                ssl_handshake_timeout=timeout,
+                ssl_shutdown_timeout=_TLS_SHUTDOWN_TIMEOUT,
+            )
+            if secured is None:  # the peer hung up mid-handshake without an error
+                raise ConnectionResetError("connection closed during the handshake")
+        except OSError as exc:  # ssl.SSLError, the timeout's ConnectionAbortedError, resets
+            self._owner.count("tls_handshake_failures")
+            logger.info("TLS handshake with %s failed: %s", who, exc)
+            raw.close()
+            self.established.set_result(False)
+            return
+        except BaseException:
+            raw.close()
+            self.established.set_result(False)
+            raise
+        self._establish(secured)
+
+    def _establish(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
         host, port = transport.get_extra_info("peername")[:2]
-        self.peer = Destination("tcp", str(host), int(port))
-        self._owner._connections[(self.peer.host, self.peer.port)] = self
+        self.peer = Destination(self.name, str(host), int(port))
+        self._owner._table(self.name)[(self.peer.host, self.peer.port)] = self
         self._idle_timer = self._loop.call_later(self._owner.tcp_idle_timeout, self._check_idle)
+        if self._tls is not None:
+            cipher = transport.get_extra_info("cipher")
+            logger.debug("TLS with %s established: %s", self.peer, cipher)
+        self.established.set_result(True)
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
@@ -82,10 +208,9 @@ class _TcpConnection(asyncio.Protocol):
         try:
             messages = self._framer.feed(data)
         except MessageParseError as exc:
-            logger.info("closing TCP connection from %s: %s", self.peer, exc.reason)
-            self._owner.counters["tcp_framing_errors"] = (
-                self._owner.counters.get("tcp_framing_errors", 0) + 1
-            )
+            logger.info("closing %s connection from %s: %s", self.name.upper(), self.peer,
+                        exc.reason)
+            self._owner.count(f"{self.name}_framing_errors")
             self.transport.close()
             return
         for message in messages:
@@ -99,7 +224,8 @@ class _TcpConnection(asyncio.Protocol):
         idle = self._loop.time() - self._last_activity
         timeout = self._owner.tcp_idle_timeout
         if idle >= timeout:
-            logger.debug("closing TCP connection with %s: idle %.0f s", self.peer, idle)
+            logger.debug("closing %s connection with %s: idle %.0f s", self.name.upper(),
+                         self.peer, idle)
             self.transport.close()
         else:
             self._idle_timer = self._loop.call_later(timeout - idle, self._check_idle)
@@ -108,13 +234,13 @@ class _TcpConnection(asyncio.Protocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
-        connections = self._owner._connections
+        connections = self._owner._table(self.name)
         for key in [key for key, value in connections.items() if value is self]:
             del connections[key]
 
 
 class SipTransport:
-    """UDP + TCP listener for SIP on one host and port."""
+    """UDP + TCP listener for SIP on one host and port, plus TLS on its own port if given."""
 
     def __init__(
         self,
@@ -123,46 +249,98 @@ class SipTransport:
         on_message: MessageHandler,
         *,
         tcp_idle_timeout: float = _TCP_IDLE_TIMEOUT,
+        tls: TlsConfig | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.on_message = on_message
         self.tcp_idle_timeout = tcp_idle_timeout
-        """Seconds without traffic after which a TCP connection (either direction) is closed."""
+        """Seconds without traffic after which a TCP/TLS connection (either direction) closes."""
+        self.tls = tls
+        self.tls_port: int | None = None
+        """The TLS listener's port once started (None without TLS)."""
+        self.tls_handshake_timeout = tls.handshake_timeout if tls else _TLS_HANDSHAKE_TIMEOUT
         self.counters: dict[str, int] = {}
         self._udp: asyncio.DatagramTransport | None = None
         self._udp_protocol: _UdpProtocol | None = None
         self._tcp_server: asyncio.Server | None = None
-        self._connections: dict[_Peer, _TcpConnection] = {}
-        # Messages waiting for a TCP connection being opened, so that two sends to the
-        # same peer share one connection and keep their order.
-        self._connecting: dict[_Peer, list[bytes]] = {}
+        self._tls_server: asyncio.Server | None = None
+        self._tls_client: ssl.SSLContext | None = None
+        # Separate tables: a TLS destination must never be served by a plain TCP connection.
+        self._connections: dict[_Peer, _StreamConnection] = {}
+        self._tls_connections: dict[_Peer, _StreamConnection] = {}
+        # Messages waiting for a connection being opened, so that two sends to the same
+        # peer share one connection and keep their order.
+        self._connecting: dict[tuple[str, str, int], list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
     async def start(self) -> None:
+        """Bind UDP and TCP (same port) and the TLS listener; all or nothing.
+
+        Raises OSError if a port is taken, ssl.SSLError / OSError for unusable TLS files.
+        """
         loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(self.host, self.port)
-        )
-        try:
-            port = int(transport.get_extra_info("sockname")[1])
-            self._tcp_server = await loop.create_server(
-                lambda: _TcpConnection(self), self.host, port, reuse_address=True
+        tls_server_context = server_context(self.tls) if self.tls is not None else None
+        tls_client_context = client_context(self.tls) if self.tls is not None else None
+        # Port 0: the UDP port the system picked may be taken for TCP; pick again.
+        attempts = _ANY_PORT_ATTEMPTS if self.port == 0 else 1
+        for attempt in range(attempts):
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(self.host, self.port)
             )
+            port = int(transport.get_extra_info("sockname")[1])
+            try:
+                tcp_server = await loop.create_server(
+                    lambda: _StreamConnection(self, "tcp"), self.host, port, reuse_address=True
+                )
+            except BaseException as exc:
+                transport.close()
+                await asyncio.shield(protocol.closed)
+                if isinstance(exc, OSError) and attempt + 1 < attempts:
+                    continue
+                raise
+            break
+        try:
+            if self.tls is not None:
+                context = tls_server_context
+                self._tls_server = await loop.create_server(
+                    lambda: _StreamConnection(self, "tls", context),
+                    self.host, self.tls.port, reuse_address=True,
+                )
         except BaseException:
-            # Do not keep the UDP port of a transport that failed to start.
+            # Do not keep the ports of a transport that failed to start.
+            tcp_server.close()
+            await tcp_server.wait_closed()
             transport.close()
             await asyncio.shield(protocol.closed)
             raise
         self._udp = transport
         self._udp_protocol = protocol
+        self._tcp_server = tcp_server
+        self._tls_client = tls_client_context
+        if self._tls_server is not None:
+            self.tls_port = int(self._tls_server.sockets[0].getsockname()[1])
         self.port = port
         self._closed = False
 
     @property
     def ready(self) -> bool:
-        return self._udp is not None and self._tcp_server is not None
+        listening = self._udp is not None and self._tcp_server is not None
+        return listening and (self.tls is None or self._tls_server is not None)
+
+    def connected(self, destination: Destination) -> bool:
+        """Whether a usable TCP/TLS connection to ``destination`` exists right now."""
+        if destination.transport not in ("tcp", "tls"):
+            return False
+        connection = self._table(destination.transport).get((destination.host, destination.port))
+        return connection is not None and connection.usable
+
+    def count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _table(self, name: str) -> dict[_Peer, _StreamConnection]:
+        return self._tls_connections if name == "tls" else self._connections
 
     def send(self, data: bytes, destination: Destination) -> None:
         if self._closed:
@@ -175,19 +353,22 @@ class SipTransport:
             else:
                 self._spawn(self._resolve_and_send(data, destination))
             return
-        key = (destination.host, destination.port)
-        connection = self._connections.get(key)
+        if destination.transport not in ("tcp", "tls") or (
+            destination.transport == "tls" and self._tls_client is None
+        ):
+            logger.warning("no %s transport to reach %s", destination.transport, destination)
+            return
+        connection = self._table(destination.transport).get((destination.host, destination.port))
         if connection is not None and connection.usable:
             connection.write(data)
-        elif destination.transport == "tcp":
-            pending = self._connecting.get(key)
-            if pending is not None:
-                pending.append(data)
-            else:
-                self._connecting[key] = [data]
-                self._spawn(self._connect_and_send(destination))
+            return
+        key = (destination.transport, destination.host, destination.port)
+        pending = self._connecting.get(key)
+        if pending is not None:
+            pending.append(data)
         else:
-            logger.warning("no %s transport to reach %s", destination.transport, destination)
+            self._connecting[key] = [data]
+            self._spawn(self._connect_and_send(destination))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         # Keep a reference: the loop only holds tasks weakly.
@@ -214,10 +395,14 @@ class SipTransport:
 
     async def _connect_and_send(self, destination: Destination) -> None:
         loop = asyncio.get_running_loop()
-        key = (destination.host, destination.port)
+        key = (destination.transport, destination.host, destination.port)
+        tls = self._tls_client if destination.transport == "tls" else None
         try:
+            # The host name is the TLS server name: SNI, and what the certificate must name.
             transport, connection = await loop.create_connection(
-                lambda: _TcpConnection(self), destination.host, destination.port
+                lambda: _StreamConnection(self, destination.transport, tls,
+                                          server_hostname=destination.host),
+                destination.host, destination.port,
             )
         except OSError as exc:
             dropped = len(self._connecting.pop(key, []))
@@ -227,10 +412,20 @@ class SipTransport:
         except BaseException:
             self._connecting.pop(key, None)
             raise
+        try:
+            established = await connection.established
+        except BaseException:
+            self._connecting.pop(key, None)
+            raise
+        if not established:
+            dropped = len(self._connecting.pop(key, []))
+            logger.warning("no TLS with %s (%d message(s) dropped)", destination, dropped)
+            return
         # Also reachable under the name it was asked for (it may be a host name).
-        known = self._connections.get(key)
+        table = self._table(destination.transport)
+        known = table.get((destination.host, destination.port))
         if known is None or not known.usable:
-            self._connections[key] = connection
+            table[(destination.host, destination.port)] = connection
         for data in self._connecting.pop(key, []):
             connection.write(data)
         if self._closed:
@@ -249,18 +444,23 @@ class SipTransport:
         if self._tasks:
             await asyncio.wait(self._tasks)
         self._connecting.clear()
-        for connection in list(self._connections.values()):
+        for connection in [*self._connections.values(), *self._tls_connections.values()]:
             if connection.transport is not None:
                 connection.transport.close()
-        if self._tcp_server is not None:
-            self._tcp_server.close()
-            await self._tcp_server.wait_closed()
-            self._tcp_server = None
-        # Let the closed connections run connection_lost before the caller moves on.
-        for _ in range(10):
-            if not self._connections:
-                break
-            await asyncio.sleep(0)
+        for server in (self._tcp_server, self._tls_server):
+            if server is not None:
+                server.close()
+                await server.wait_closed()
+        self._tcp_server = self._tls_server = None
+        self.tls_port = None
+        # Let the closed connections run connection_lost before the caller moves on (a TLS
+        # one after the close_notify exchange, hence a deadline rather than a few turns).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CLOSE_WAIT
+        turns = 0
+        while (self._connections or self._tls_connections) and loop.time() < deadline:
+            await asyncio.sleep(0 if turns < 10 else 0.01)
+            turns += 1
 
 
 def _is_ip(host: str) -> bool:

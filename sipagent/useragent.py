@@ -30,7 +30,7 @@ from .events import (
     UaEvent,
 )
 from .exceptions import LocalProtocolError, MessageParseError, RemoteProtocolError
-from .headers import Via, split_header_values
+from .headers import NameAddress, Via, split_header_values
 from .message import (
     FramedError,
     Headers,
@@ -77,9 +77,12 @@ class UserAgent:
         public_host: str,
         new_token: Callable[[], str],
         user_agent: str = "sipagent",
+        tls_port: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.tls_port = tls_port
+        """Our TLS listener's port, for the Via and Contact of TLS dialogs (None: no TLS)."""
         self.public_host = public_host
         self.user_agent = user_agent
         self._token = new_token
@@ -315,7 +318,9 @@ class UserAgent:
                 local_tag=request.to.tag or self._token(),
                 transport=source.transport,
                 source=source,
-                contact=self._contact(source.transport),
+                contact=self._contact(
+                    source.transport, secure=source.transport == "tls" and _wants_sips(request)
+                ),
             )
         except RemoteProtocolError as exc:
             self._respond_new(request, destination, exc.status, now, reason=exc.reason)
@@ -488,7 +493,8 @@ class UserAgent:
         if dialog.state is not DialogState.CONFIRMED:
             raise LocalProtocolError("REFER needs a confirmed dialog")
         branch = "z9hG4bK" + self._token()
-        via = f"SIP/2.0/{dialog.transport.upper()} {self._sent_by()};branch={branch};rport"
+        via = (f"SIP/2.0/{dialog.transport.upper()} {self._sent_by(dialog.transport)}"
+               f";branch={branch};rport")
         request, destination = dialog.create_request("REFER", via)
         request.headers.add("Refer-To", f"<{target}>")
         request.headers.add("Referred-By", dialog.local_address.split(";tag=")[0])
@@ -501,7 +507,8 @@ class UserAgent:
     # -- helpers ----------------------------------------------------------------------------
     def _send_bye(self, dialog: Dialog, reason: str, now: float) -> None:
         branch = "z9hG4bK" + self._token()
-        via = f"SIP/2.0/{dialog.transport.upper()} {self._sent_by()};branch={branch};rport"
+        via = (f"SIP/2.0/{dialog.transport.upper()} {self._sent_by(dialog.transport)}"
+               f";branch={branch};rport")
         request, destination = dialog.create_request("BYE", via)
         request.headers.add("User-Agent", self.user_agent)
         tx = ClientNonInviteTransaction(request, destination, self._outbox, now)
@@ -693,13 +700,26 @@ class UserAgent:
             return 415, (("Accept-Encoding", "identity"),)
         return None
 
-    def _sent_by(self) -> str:
+    def _sent_by(self, transport: str = "udp") -> str:
         host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
-        return f"{host}:{self.port}"
+        port = self.tls_port if transport == "tls" and self.tls_port else self.port
+        return f"{host}:{port}"
 
-    def _contact(self, transport: str) -> str:
+    def _contact(self, transport: str, *, secure: bool = False) -> str:
+        """Our Contact for a dialog over ``transport``: a sips: URI if it must be secure."""
+        if secure:
+            return f"<sips:sipagent@{self._sent_by(transport)}>"
         suffix = "" if transport == "udp" else f";transport={transport}"
-        return f"<sip:sipagent@{self._sent_by()}{suffix}>"
+        return f"<sip:sipagent@{self._sent_by(transport)}{suffix}>"
+
+
+def _wants_sips(request: Request) -> bool:
+    """Whether our Contact in the answer must be a SIPS URI (RFC 3261 §12.1.1): a sips:
+    Request-URI, or top Record-Route, or else Contact."""
+    if request.uri.lower().startswith("sips:"):
+        return True
+    routes = request.headers.get_all("Record-Route") or request.headers.get_all("Contact")[:1]
+    return bool(routes) and NameAddress.parse(routes[0]).uri.scheme == "sips"
 
 
 def _event_package(request: Request) -> str:

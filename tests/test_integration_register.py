@@ -201,6 +201,8 @@ async def test_server_registers_at_start_and_unregisters_at_stop(tmp_path: Path)
                 await asyncio.sleep(0.02)
             [status] = server.registrations()
             assert status["state"] == "registered" and status["last_status"] == 200
+            assert server.ready()["ready"] is True
+            assert server.ready()["registration"] == "registered"
         finally:
             await server.stop()
         assert registration.state is RegState.UNREGISTERED

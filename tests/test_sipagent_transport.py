@@ -1,19 +1,27 @@
 """SipTransport over real sockets on the loopback (127.0.0.1, and ::1 when available).
 
-A plain asyncio UDP socket or TCP stream plays the peer; messages reach the test through
-the transport's ``on_message`` callback into a queue.
+A plain asyncio UDP socket, TCP stream or TLS stream plays the peer; messages reach the test
+through the transport's ``on_message`` callback into a queue. TLS keys and certificates are
+made per test by tests/fixtures/tls/pki.py (a test CA, and another CA nobody should trust).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sipagent.transaction import Destination
-from sipagent.transport import SipTransport
+from sipagent.transport import SipTransport, TlsConfig, client_context, server_context
+from tests.fixtures.tls.pki import TestPki, make_pki
 
 LOCALHOST = "127.0.0.1"
 WAIT = 5.0
@@ -344,6 +352,30 @@ async def test_start_fails_cleanly_when_the_tcp_port_is_taken(inbox: Inbox) -> N
         udp.bind((LOCALHOST, port))
 
 
+async def test_any_port_tries_again_when_its_tcp_twin_is_taken(
+    inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = asyncio.get_running_loop()
+    create_server = loop.create_server
+    refused: list[int] = []
+
+    async def taken_once(*args: Any, **kwargs: Any) -> asyncio.Server:
+        if not refused:
+            refused.append(args[2])
+            raise OSError(errno.EADDRINUSE, "address already in use")
+        return await create_server(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "create_server", taken_once)
+    transport = SipTransport(LOCALHOST, 0, inbox)
+    await transport.start()
+    try:
+        assert transport.ready and transport.port != refused[0]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((LOCALHOST, refused[0]))  # the first UDP port was given back
+    finally:
+        await transport.close()
+
+
 async def test_start_fails_when_the_udp_port_is_taken(inbox: Inbox) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.bind((LOCALHOST, 0))
@@ -380,3 +412,325 @@ async def test_ipv6_loopback_udp_and_tcp(inbox: Inbox) -> None:
         await writer.wait_closed()
     finally:
         await transport.close()
+
+
+# -- TLS --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> TestPki:
+    return make_pki(tmp_path / "pki")
+
+
+def tls_config(pki: TestPki, **options: Any) -> TlsConfig:
+    options.setdefault("port", 0)
+    options.setdefault("cafile", str(pki.ca))
+    return TlsConfig(certfile=str(pki.server_cert), keyfile=str(pki.server_key), **options)
+
+
+@pytest.fixture
+async def tls_transport(inbox: Inbox, pki: TestPki) -> AsyncIterator[SipTransport]:
+    transport = SipTransport(LOCALHOST, 0, inbox, tls=tls_config(pki))
+    await transport.start()
+    yield transport
+    await transport.close()
+
+
+def trusting(ca: Path, *, cert: TestPki | None = None) -> ssl.SSLContext:
+    """A client context that trusts ``ca`` (and presents ``cert``'s client certificate)."""
+    context = ssl.create_default_context(cafile=str(ca))
+    if cert is not None:
+        context.load_cert_chain(cert.client_cert, cert.client_key)
+    return context
+
+
+async def open_tls(
+    transport: SipTransport, context: ssl.SSLContext, server_hostname: str = "localhost"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    assert transport.tls_port is not None
+    return await asyncio.wait_for(asyncio.open_connection(
+        LOCALHOST, transport.tls_port, ssl=context, server_hostname=server_hostname
+    ), WAIT)
+
+
+class TlsEchoPeer:
+    """A TLS server (``start_server``) that keeps its connections and notes the SNI sent."""
+
+    def __init__(self) -> None:
+        self.accepted: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.server_names: list[str | None] = []
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted.append((reader, writer))
+
+    def on_sni(self, _connection: object, server_name: str | None, _context: object) -> None:
+        self.server_names.append(server_name)
+
+
+async def tls_peer(pki: TestPki) -> tuple[TlsEchoPeer, asyncio.Server, int]:
+    peer = TlsEchoPeer()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    context.sni_callback = peer.on_sni
+    server = await asyncio.start_server(peer, LOCALHOST, 0, ssl=context)
+    return peer, server, int(server.sockets[0].getsockname()[1])
+
+
+async def test_tls_options_in_and_reply_on_the_same_connection(
+    tls_transport: SipTransport, inbox: Inbox, pki: TestPki
+) -> None:
+    assert tls_transport.ready and tls_transport.tls_port not in (None, tls_transport.port)
+    reader, writer = await open_tls(tls_transport, trusting(pki.ca))
+    message = sip_message("tls", b"hi")
+    writer.write(message)
+    await writer.drain()
+    data, source = await inbox.get()
+    client_port = writer.get_extra_info("sockname")[1]
+    assert (data, source) == (message, Destination("tls", LOCALHOST, client_port))
+    assert source.reliable and tls_transport.connected(source)
+    # A plain TCP destination at the same address is another connection: there is none.
+    assert not tls_transport.connected(Destination("tcp", LOCALHOST, client_port))
+    assert not tls_transport.connected(Destination("udp", LOCALHOST, client_port))
+
+    response = b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"
+    tls_transport.send(response, source)
+    assert await asyncio.wait_for(reader.readexactly(len(response)), WAIT) == response
+    assert tls_transport.counters.get("tls_handshake_failures", 0) == 0
+    writer.close()
+    await writer.wait_closed()
+    await wait_for(lambda: not tls_transport.connected(source))
+
+
+async def test_tls_client_that_does_not_trust_us_is_counted_and_the_listener_goes_on(
+    tls_transport: SipTransport, inbox: Inbox, pki: TestPki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sipagent.transport")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await open_tls(tls_transport, trusting(pki.other_ca))
+    await wait_for(lambda: tls_transport.counters.get("tls_handshake_failures") == 1)
+    assert "TLS handshake with" in caplog.text
+    assert not tls_transport._tls_connections
+
+    _, writer = await open_tls(tls_transport, trusting(pki.ca))
+    writer.write(sip_message("after"))
+    assert (await inbox.get())[0] == sip_message("after")
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_tls_plain_sip_on_the_tls_port_is_a_failed_handshake(
+    tls_transport: SipTransport, inbox: Inbox
+) -> None:
+    assert tls_transport.tls_port is not None
+    reader, writer = await asyncio.open_connection(LOCALHOST, tls_transport.tls_port)
+    writer.write(sip_message("plain"))
+    assert await asyncio.wait_for(reader.read(), WAIT) == b""
+    await wait_for(lambda: tls_transport.counters.get("tls_handshake_failures") == 1)
+    assert inbox.queue.empty()
+    writer.close()
+
+
+async def test_tls_stalled_handshake_is_closed_after_the_timeout(
+    inbox: Inbox, pki: TestPki
+) -> None:
+    transport = SipTransport(LOCALHOST, 0, inbox, tls=tls_config(pki, handshake_timeout=0.2))
+    await transport.start()
+    try:
+        assert transport.tls_port is not None
+        reader, writer = await asyncio.open_connection(LOCALHOST, transport.tls_port)
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(), WAIT) == b"", "the server hung up"
+        assert asyncio.get_running_loop().time() - started < 3.0
+        assert transport.counters["tls_handshake_failures"] == 1
+        writer.close()
+    finally:
+        await transport.close()
+
+
+async def test_tls_client_certificate_required_when_configured(
+    inbox: Inbox, pki: TestPki
+) -> None:
+    config = tls_config(pki, require_client_cert=True)
+    transport = SipTransport(LOCALHOST, 0, inbox, tls=config)
+    await transport.start()
+    try:
+        # TLS 1.3: the client learns of the refusal on its first read, not in the handshake.
+        reader, writer = await open_tls(transport, trusting(pki.ca))
+        writer.write(sip_message("anonymous"))
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            await asyncio.wait_for(reader.read(), WAIT)
+        await wait_for(lambda: transport.counters.get("tls_handshake_failures") == 1)
+        assert inbox.queue.empty()
+        writer.close()
+
+        _, writer = await open_tls(transport, trusting(pki.ca, cert=pki))
+        writer.write(sip_message("known"))
+        assert (await inbox.get())[0] == sip_message("known")
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        await transport.close()
+
+
+@pytest.mark.parametrize("host", [LOCALHOST, "localhost"])
+async def test_tls_send_opens_a_verified_connection_and_reuses_it(
+    inbox: Inbox, pki: TestPki, host: str
+) -> None:
+    transport = SipTransport(LOCALHOST, 0, inbox, tls=tls_config(pki, verify_server=True))
+    await transport.start()
+    peer, server, port = await tls_peer(pki)
+    try:
+        destination = Destination("tls", host, port)
+        first, second = sip_message("tls1"), sip_message("tls2")
+        transport.send(first, destination)
+        transport.send(second, destination)
+        await wait_for(lambda: peer.accepted)
+        reader, writer = peer.accepted[0]
+        received = await asyncio.wait_for(reader.readexactly(len(first + second)), WAIT)
+        assert received == first + second
+        # SNI carries a host name, never an address (RFC 6066 §3).
+        assert peer.server_names == [None if host == LOCALHOST else host]
+
+        writer.write(sip_message("back"))
+        data, source = await inbox.get()
+        assert data == sip_message("back") and source.transport == "tls"
+        transport.send(b"third", destination)
+        assert await asyncio.wait_for(reader.readexactly(5), WAIT) == b"third"
+        assert len(peer.accepted) == 1 and transport.connected(destination)
+        writer.close()
+    finally:
+        await transport.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_tls_send_to_an_untrusted_server_is_dropped_and_counted(
+    inbox: Inbox, pki: TestPki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sipagent.transport")
+    config = tls_config(pki, cafile=str(pki.other_ca), verify_server=True)
+    transport = SipTransport(LOCALHOST, 0, inbox, tls=config)
+    await transport.start()
+    peer, server, port = await tls_peer(pki)
+    try:
+        destination = Destination("tls", LOCALHOST, port)
+        transport.send(sip_message("secret"), destination)
+        await wait_for(lambda: "message(s) dropped" in caplog.text)
+        assert transport.counters["tls_handshake_failures"] == 1
+        assert "certificate verify failed" in caplog.text
+        assert not transport.connected(destination) and not transport._connecting
+        assert not peer.accepted, "the peer's handshake failed too"
+    finally:
+        await transport.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_tls_send_without_verification_accepts_any_server(
+    inbox: Inbox, pki: TestPki
+) -> None:
+    config = tls_config(pki, cafile=str(pki.other_ca), verify_server=False)
+    transport = SipTransport(LOCALHOST, 0, inbox, tls=config)
+    await transport.start()
+    peer, server, port = await tls_peer(pki)
+    try:
+        transport.send(b"hello", Destination("tls", "127.0.0.1", port))
+        await wait_for(lambda: peer.accepted)
+        assert await asyncio.wait_for(peer.accepted[0][0].readexactly(5), WAIT) == b"hello"
+        assert "tls_handshake_failures" not in transport.counters
+        peer.accepted[0][1].close()
+    finally:
+        await transport.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_tls_destination_never_reuses_a_tcp_connection(
+    tls_transport: SipTransport, inbox: Inbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader, writer = await asyncio.open_connection(LOCALHOST, tls_transport.port)
+    writer.write(sip_message("tcp"))
+    _, source = await inbox.get()
+    assert source.transport == "tcp"
+    # Same address, but TLS: sent in clear over the TCP connection it must not be.
+    tls_transport.send(b"secret", Destination("tls", source.host, source.port))
+    await wait_for(lambda: "cannot connect" in caplog.text or "dropped" in caplog.text)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(reader.read(1), 0.2)
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_tls_close_releases_the_tls_port(inbox: Inbox, pki: TestPki) -> None:
+    transport = SipTransport(LOCALHOST, 0, inbox, tls=tls_config(pki))
+    await transport.start()
+    tls_port = transport.tls_port
+    assert tls_port is not None
+    reader, writer = await open_tls(transport, trusting(pki.ca))
+    writer.write(sip_message("c"))
+    await inbox.get()
+    await transport.close()
+    assert not transport.ready and transport.tls_port is None
+    assert not transport._tls_connections
+    assert await asyncio.wait_for(reader.read(), WAIT) == b"", "the connection was closed"
+    writer.close()
+
+    again = SipTransport(LOCALHOST, 0, inbox, tls=tls_config(pki, port=tls_port))
+    await again.start()  # binds the same TLS port again
+    assert again.tls_port == tls_port
+    await again.close()
+
+
+async def test_close_during_a_handshake_ends_it(inbox: Inbox, pki: TestPki) -> None:
+    transport = SipTransport(LOCALHOST, 0, inbox, tls=tls_config(pki))
+    await transport.start()
+    assert transport.tls_port is not None
+    reader, writer = await asyncio.open_connection(LOCALHOST, transport.tls_port)
+    await wait_for(lambda: transport._tasks)  # the handshake is waiting for a ClientHello
+    await asyncio.wait_for(transport.close(), WAIT)
+    assert not transport._tasks
+    assert await asyncio.wait_for(reader.read(), WAIT) == b""
+    writer.close()
+
+
+async def test_start_fails_cleanly_when_the_tls_port_is_taken(
+    inbox: Inbox, pki: TestPki
+) -> None:
+    with socket.socket() as listener:
+        listener.bind((LOCALHOST, 0))
+        listener.listen()
+        transport = SipTransport(
+            LOCALHOST, 0, inbox, tls=tls_config(pki, port=listener.getsockname()[1])
+        )
+        with pytest.raises(OSError):
+            await transport.start()
+        assert not transport.ready and transport.tls_port is None
+    assert transport._tcp_server is None and transport._udp is None
+
+
+async def test_start_refuses_unusable_certificate_files(inbox: Inbox, pki: TestPki) -> None:
+    # The key of another certificate: caught before any port is bound.
+    config = TlsConfig(certfile=str(pki.server_cert), keyfile=str(pki.client_key), port=0)
+    transport = SipTransport(LOCALHOST, 0, inbox, tls=config)
+    with pytest.raises(ssl.SSLError):
+        await transport.start()
+    assert not transport.ready and transport._udp is None
+    missing = TlsConfig(certfile=str(pki.ca.parent / "missing.pem"), port=0)
+    with pytest.raises(FileNotFoundError):
+        await SipTransport(LOCALHOST, 0, inbox, tls=missing).start()
+
+
+def test_tls_contexts_follow_the_configuration(pki: TestPki) -> None:
+    verified = client_context(tls_config(pki))
+    assert verified.verify_mode is ssl.CERT_REQUIRED and verified.check_hostname
+    assert verified.minimum_version is ssl.TLSVersion.TLSv1_2
+    unverified = client_context(tls_config(pki, verify_server=False))
+    assert unverified.verify_mode is ssl.CERT_NONE and not unverified.check_hostname
+    server = server_context(tls_config(pki))
+    assert server.verify_mode is ssl.CERT_NONE
+    assert server.minimum_version is ssl.TLSVersion.TLSv1_2
+    mutual = server_context(tls_config(pki, require_client_cert=True))
+    assert mutual.verify_mode is ssl.CERT_REQUIRED
+    # Without a CA file the system store is the anchor set.
+    system = client_context(tls_config(pki, cafile=None))
+    assert system.verify_mode is ssl.CERT_REQUIRED

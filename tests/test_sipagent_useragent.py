@@ -1226,3 +1226,76 @@ def test_notify_of_another_package_is_489_and_unreadable_sipfrag_is_0() -> None:
     transfer(ua, phone, 1.0)
     assert phone.statuses("NOTIFY") == [489, 200]
     assert events(ua) == [TransferProgress(dialog=dialog, status=0, final=False)]
+
+
+# -- TLS --------------------------------------------------------------------------------------
+
+
+def tls_ua() -> UserAgent:
+    ua = make_ua()
+    ua.tls_port = 5061
+    return ua
+
+
+def test_tls_call_contact_and_bye_via_name_the_tls_port() -> None:
+    ua, phone = tls_ua(), Phone(transport="tls", port=40124)
+    dialog = incoming(ua, phone)
+    assert dialog.transport == "tls" and not dialog.secure
+    ua.answer(dialog, ANSWER, 0.0)
+    transfer(ua, phone, 0.0)
+    assert phone.last(200).headers.get("Contact") == "<sip:sipagent@127.0.0.1:5061;transport=tls>"
+    phone.ack()
+    transfer(ua, phone, 0.1)
+    events(ua)
+    ua.hangup(dialog, 1.0)
+    transfer(ua, phone, 1.0)  # asserts the BYE goes to the connection the INVITE came on
+    (bye,) = phone.requests
+    assert bye.headers.get("Via", "").startswith("SIP/2.0/TLS 127.0.0.1:5061;")
+
+
+@pytest.mark.parametrize("where", ["request-uri", "contact", "record-route"])
+def test_tls_sips_request_gets_a_sips_contact(where: str) -> None:
+    ua, phone = tls_ua(), Phone(transport="tls", port=40125)
+    headers = [("Record-Route", "<sips:proxy.example.com;lr>")] if where == "record-route" else []
+    invite = phone.build("INVITE", body=OFFER, headers=headers, contact=where != "contact")
+    if where == "request-uri":
+        invite.uri = "sips:agent@127.0.0.1"
+    if where == "contact":
+        invite.headers.add("Contact", "<sips:alice@192.0.2.10:40125>")
+    phone.invite = phone.start(invite, 0.0)
+    transfer(ua, phone, 0.0)
+    (event,) = events(ua)
+    assert isinstance(event, IncomingCall)
+    assert event.dialog.secure is (where == "request-uri")
+    ua.answer(event.dialog, ANSWER, 0.0)
+    transfer(ua, phone, 0.0)
+    assert phone.last(200).headers.get("Contact") == "<sips:sipagent@127.0.0.1:5061>"
+
+
+def test_tls_record_route_decides_before_a_sips_contact() -> None:
+    ua, phone = tls_ua(), Phone(transport="tls", port=40126)
+    dialog = incoming(ua, phone, headers=[("Record-Route", "<sip:proxy.example.com;lr>")])
+    ua.answer(dialog, ANSWER, 0.0)
+    transfer(ua, phone, 0.0)
+    assert phone.last(200).headers.get("Contact") == "<sip:sipagent@127.0.0.1:5061;transport=tls>"
+
+
+def test_tls_without_a_tls_port_keeps_the_main_port() -> None:
+    ua, phone = make_ua(), Phone(transport="tls", port=40127)
+    dialog = incoming(ua, phone)
+    ua.answer(dialog, ANSWER, 0.0)
+    transfer(ua, phone, 0.0)
+    assert phone.last(200).headers.get("Contact") == "<sip:sipagent@127.0.0.1:5060;transport=tls>"
+
+
+def test_sips_request_uri_over_udp_gets_no_sips_contact() -> None:
+    ua, phone = tls_ua(), Phone()
+    invite = phone.build("INVITE", body=OFFER)
+    invite.uri = "sips:agent@127.0.0.1"
+    phone.invite = phone.start(invite, 0.0)
+    transfer(ua, phone, 0.0)
+    (event,) = events(ua)
+    assert isinstance(event, IncomingCall)
+    ua.answer(event.dialog, ANSWER, 0.0)
+    transfer(ua, phone, 0.0)
+    assert phone.last(200).headers.get("Contact") == "<sip:sipagent@127.0.0.1:5060>"
