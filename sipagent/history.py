@@ -4,9 +4,12 @@
 
 - ``sqlite:///relative/path``, ``sqlite:////absolute/path`` or ``sqlite:///:memory:`` — the
   stdlib :mod:`sqlite3` in WAL mode, driven from one dedicated worker thread so the event loop
-  never waits on the disk;
+  never waits on the disk (:mod:`sipagent.history_sqlite`);
 - ``postgresql://user:password@host:port/dbname`` (or ``postgres://``) — psycopg's async
-  connection, re-opened when it breaks.
+  connection, re-opened when it breaks (:mod:`sipagent.history_postgres`).
+
+This module is the interface both implement — :class:`HistoryStore`, :class:`HistoryPage`,
+:class:`HistoryError` — with the schema and the SQL and row helpers they share.
 
 Both apply the ordered :data:`MIGRATIONS` at open, recorded in a ``schema_version`` table, under
 a lock (``BEGIN IMMEDIATE`` on SQLite, a transaction-scoped advisory lock on PostgreSQL) so two
@@ -26,24 +29,16 @@ from __future__ import annotations
 import abc
 import asyncio
 import dataclasses
-import json
 import logging
 import math
-import sqlite3
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import Any, Self
+from urllib.parse import urlsplit, urlunsplit
 
 from .registry import CallRecord, CallRegistry, ChangeKind, iso_utc
 from .settings import ConfigError, env_name
-
-if TYPE_CHECKING:
-    from psycopg import AsyncConnection
 
 __all__ = [
     "MIGRATIONS",
@@ -52,20 +47,16 @@ __all__ = [
     "HistoryRecorder",
     "HistoryStore",
     "Migration",
-    "PostgresHistoryStore",
-    "SqliteHistoryStore",
     "open_history",
 ]
 
 logger = logging.getLogger(__name__)
 
 _SETTING = env_name("database_url")
-_T = TypeVar("_T")
 Row = dict[str, object]
 """One call as returned by the store (JSON-ready)."""
 
 MAX_LIST_LIMIT = 1000
-_ADVISORY_LOCK_KEY = 0x5349504147454E54  # "SIPAGENT": serialises migrations across processes
 _DEFAULT_RETRY_DELAYS = (0.5, 2.0, 8.0)
 
 
@@ -253,10 +244,15 @@ async def open_history(database_url: str) -> HistoryStore:
     Raises :class:`~sipagent.settings.ConfigError` naming ``SIPAGENT_DATABASE_URL`` with the
     reason in one line: unknown scheme, bad path, unreachable server, schema too new...
     """
+    # The backends import this module, so they are imported here, when first needed.
     scheme = database_url.partition("://")[0].lower()
     if scheme == "sqlite":
+        from .history_sqlite import SqliteHistoryStore, _sqlite_path
+
         return await SqliteHistoryStore.open(_sqlite_path(database_url))
     if scheme.partition("+")[0] in ("postgresql", "postgres"):
+        from .history_postgres import PostgresHistoryStore
+
         # Tolerate SQLAlchemy-style "postgresql+psycopg://".
         return await PostgresHistoryStore.open("postgresql" + database_url[len(scheme) :])
     raise _config_error(
@@ -265,324 +261,19 @@ async def open_history(database_url: str) -> HistoryStore:
     )
 
 
-class SqliteHistoryStore(HistoryStore):
-    """The stdlib sqlite3 in WAL mode, every call made from one worker thread."""
-
-    def __init__(self, executor: ThreadPoolExecutor, connection: sqlite3.Connection) -> None:
-        self._executor = executor
-        self._connection: sqlite3.Connection | None = connection
-
-    @classmethod
-    async def open(cls, path: str) -> SqliteHistoryStore:
-        """Open ``path`` (``:memory:`` for a private in-memory database) and migrate it."""
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sipagent-history")
-        loop = asyncio.get_running_loop()
-        try:
-            connection, version = await loop.run_in_executor(executor, _sqlite_open, path)
-        except BaseException:
-            executor.shutdown(wait=False)
-            raise
-        logger.info("call history: SQLite %s (schema version %d)", path, version)
-        return cls(executor, connection)
-
-    async def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is None:
-            return
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, connection.close)
-        finally:
-            self._executor.shutdown(wait=False)
-
-    async def _run(self, function: Callable[[sqlite3.Connection], _T]) -> _T:
-        connection = self._connection
-        if connection is None:
-            raise HistoryError("the call history store is closed")
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, function, connection)
-        except sqlite3.Error as exc:
-            raise HistoryError(f"SQLite: {exc}") from exc
-
-    async def _save_row(self, row: Mapping[str, object]) -> None:
-        sql, params = _upsert(row, _sqlite_param, _sqlite_json)
-
-        def save(connection: sqlite3.Connection) -> None:
-            connection.execute(sql, params)
-
-        await self._run(save)
-
-    async def _select_page(
-        self, filters: Mapping[str, object], limit: int, offset: int
-    ) -> tuple[int, Sequence[Mapping[str, object]]]:
-        count_sql, page_sql = _page_sql(filters, _sqlite_param)
-        params = {**filters, "limit": limit, "offset": offset}
-
-        def select(connection: sqlite3.Connection) -> tuple[int, list[Row]]:
-            connection.execute("BEGIN")  # one snapshot for the count and the page
-            try:
-                (total,) = connection.execute(count_sql, params).fetchone()
-                rows = [_sqlite_decode(row) for row in connection.execute(page_sql, params)]
-            finally:
-                connection.execute("COMMIT")
-            return int(total), rows
-
-        return await self._run(select)
-
-    async def _select_one(self, session_id: str) -> Mapping[str, object] | None:
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM calls WHERE session_id = ?"
-
-        def select(connection: sqlite3.Connection) -> Row | None:
-            row = connection.execute(sql, (session_id,)).fetchone()
-            return None if row is None else _sqlite_decode(row)
-
-        return await self._run(select)
-
-
-def _sqlite_path(database_url: str) -> str:
-    rest = database_url.partition("://")[2]
-    if "?" in rest or "#" in rest:
-        raise _config_error(f"query parameters are not supported in {database_url!r}")
-    if not rest.startswith("/") or rest == "/":
-        raise _config_error(
-            "an SQLite URL needs three slashes and a path, e.g. sqlite:///data/sipagent.sqlite3 "
-            f"or sqlite:////var/lib/sipagent.sqlite3 (got {database_url!r})"
-        )
-    return unquote(rest[1:])
-
-
-def _sqlite_open(path: str) -> tuple[sqlite3.Connection, int]:
-    """Connect, configure and migrate (in the worker thread)."""
-    try:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit: transactions are explicit. The timeout is SQLite's busy wait.
-        connection = sqlite3.connect(path, timeout=10.0, isolation_level=None)
-    except (OSError, sqlite3.Error) as exc:
-        raise _config_error(f"cannot open SQLite database {path!r} ({exc})") from None
-    try:
-        connection.row_factory = sqlite3.Row
-        connection.execute("PRAGMA busy_timeout = 10000")
-        _retry_locked(lambda: connection.execute("PRAGMA journal_mode = WAL"))
-        connection.execute("PRAGMA synchronous = NORMAL")
-        version = _sqlite_migrate(connection)
-    except sqlite3.Error as exc:
-        connection.close()
-        raise _config_error(f"cannot use SQLite database {path!r} ({exc})") from None
-    except BaseException:
-        connection.close()
-        raise
-    return connection, version
-
-
-def _retry_locked(statement: Callable[[], object], attempts: int = 100) -> None:
-    """Run ``statement``, retrying while another connection holds the database.
-
-    Switching the journal mode does not go through SQLite's busy handler when several
-    processes open a fresh database at once, so its "database is locked" is retried here.
-    """
-    for attempt in range(attempts):
-        try:
-            statement()
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(0.05)  # in the store's worker thread, never on the event loop
-
-
-def _sqlite_migrate(connection: sqlite3.Connection) -> int:
-    dialect = {"real": "REAL", "json": "TEXT"}
-    # IMMEDIATE takes the write lock up front: a second process waits, then sees our version.
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        connection.execute(_SCHEMA_VERSION_TABLE.format_map(dialect))
-        (current,) = connection.execute(
-            "SELECT coalesce(max(version), 0) FROM schema_version"
-        ).fetchone()
-        for migration in _pending_migrations(int(current)):
-            for statement in migration.statements:
-                connection.execute(statement.format_map(dialect))
-            connection.execute(
-                "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
-                (migration.version, migration.description, _now()),
-            )
-            logger.info(
-                "call history: applied migration %d (%s)", migration.version, migration.description
-            )
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
-    return max(int(current), MIGRATIONS[-1].version if MIGRATIONS else 0)
-
-
-def _sqlite_decode(row: sqlite3.Row) -> Row:
-    decoded: Row = dict(zip(row.keys(), row, strict=True))
-    for name in _JSON_COLUMNS:
-        value = decoded.get(name)
-        if isinstance(value, str):
-            decoded[name] = json.loads(value)
-    return decoded
-
-
-class PostgresHistoryStore(HistoryStore):
-    """PostgreSQL through one psycopg async connection, re-opened when it breaks."""
-
-    def __init__(self, conninfo: str, connection: AsyncConnection[dict[str, Any]]) -> None:
-        self._conninfo = conninfo
-        self._connection: AsyncConnection[dict[str, Any]] | None = connection
-        self._lock = asyncio.Lock()
-        self._closed = False
-
-    @classmethod
-    async def open(cls, url: str) -> PostgresHistoryStore:
-        """Connect to ``url`` (a libpq URL) and migrate; ConfigError if that fails."""
-        import psycopg
-        from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-        try:
-            params = conninfo_to_dict(url)
-        except psycopg.Error as exc:
-            raise _config_error(f"invalid PostgreSQL URL ({_one_line(str(exc))})") from None
-        defaults = {"connect_timeout": "10", "application_name": "sipagent"}
-        conninfo = make_conninfo(url, **{k: v for k, v in defaults.items() if k not in params})
-        where = _redact(url)
-        try:
-            connection = await _pg_connect(conninfo)
-        except psycopg.Error as exc:
-            raise _config_error(f"cannot connect to {where} ({_one_line(str(exc))})") from None
-        try:
-            version = await _pg_migrate(connection)
-        except psycopg.Error as exc:
-            await connection.close()
-            raise _config_error(f"cannot migrate {where} ({_one_line(str(exc))})") from None
-        except BaseException:
-            await connection.close()
-            raise
-        logger.info("call history: PostgreSQL %s (schema version %d)", where, version)
-        return cls(conninfo, connection)
-
-    async def close(self) -> None:
-        async with self._lock:
-            self._closed = True
-            connection, self._connection = self._connection, None
-            if connection is not None:
-                await connection.close()
-
-    async def _run(
-        self, function: Callable[[AsyncConnection[dict[str, Any]]], Awaitable[_T]]
-    ) -> _T:
-        import psycopg
-
-        async with self._lock:
-            if self._closed:
-                raise HistoryError("the call history store is closed")
-            try:
-                connection = self._connection
-                if connection is not None and not (connection.closed or connection.broken):
-                    try:
-                        return await function(connection)
-                    except psycopg.OperationalError:
-                        # A server restart kills the session; every statement here is safe
-                        # to run again (upsert or read), so reconnect once and retry.
-                        if not connection.broken:
-                            raise
-                self._connection = None
-                if connection is not None:
-                    await connection.close()
-                logger.info("call history: connecting to PostgreSQL again")
-                connection = self._connection = await _pg_connect(self._conninfo)
-                return await function(connection)
-            except psycopg.Error as exc:
-                raise HistoryError(f"PostgreSQL: {_one_line(str(exc))}") from exc
-
-    async def _save_row(self, row: Mapping[str, object]) -> None:
-        from psycopg.types.json import Jsonb
-
-        sql, params = _upsert(row, _pg_param, Jsonb)
-
-        async def save(connection: AsyncConnection[dict[str, Any]]) -> None:
-            await connection.execute(sql, params)
-
-        await self._run(save)
-
-    async def _select_page(
-        self, filters: Mapping[str, object], limit: int, offset: int
-    ) -> tuple[int, Sequence[Mapping[str, object]]]:
-        count_sql, page_sql = _page_sql(filters, _pg_param)
-        params = {**filters, "limit": limit, "offset": offset}
-
-        async def select(
-            connection: AsyncConnection[dict[str, Any]],
-        ) -> tuple[int, list[dict[str, Any]]]:
-            async with connection.transaction():  # one snapshot for the count and the page
-                count = await (await connection.execute(count_sql, params)).fetchone()
-                rows = await (await connection.execute(page_sql, params)).fetchall()
-            return int(count["total"]) if count else 0, rows
-
-        return await self._run(select)
-
-    async def _select_one(self, session_id: str) -> Mapping[str, object] | None:
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM calls WHERE session_id = %s"
-
-        async def select(connection: AsyncConnection[dict[str, Any]]) -> dict[str, Any] | None:
-            return await (await connection.execute(sql, (session_id,))).fetchone()
-
-        return await self._run(select)
-
-
-async def _pg_connect(conninfo: str) -> AsyncConnection[dict[str, Any]]:
-    from psycopg import AsyncConnection
-    from psycopg.rows import dict_row
-
-    return await AsyncConnection.connect(conninfo, autocommit=True, row_factory=dict_row)
-
-
-async def _pg_migrate(connection: AsyncConnection[dict[str, Any]]) -> int:
-    dialect = {"real": "DOUBLE PRECISION", "json": "JSONB"}
-    async with connection.transaction():
-        # Held until commit: a second process blocks here, then finds the schema current.
-        await connection.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
-        await connection.execute(_SCHEMA_VERSION_TABLE.format_map(dialect))
-        cursor = await connection.execute(
-            "SELECT coalesce(max(version), 0) AS version FROM schema_version"
-        )
-        row = await cursor.fetchone()
-        current = int(row["version"]) if row else 0
-        for migration in _pending_migrations(current):
-            for statement in migration.statements:
-                await connection.execute(statement.format_map(dialect))
-            await connection.execute(
-                "INSERT INTO schema_version (version, description, applied_at) VALUES (%s, %s, %s)",
-                (migration.version, migration.description, _now()),
-            )
-            logger.info(
-                "call history: applied migration %d (%s)", migration.version, migration.description
-            )
-    return max(current, MIGRATIONS[-1].version if MIGRATIONS else 0)
+def _known_version() -> int:
+    """The newest schema version this code knows (read at call time: tests patch MIGRATIONS)."""
+    return MIGRATIONS[-1].version if MIGRATIONS else 0
 
 
 def _pending_migrations(current: int) -> list[Migration]:
-    known = MIGRATIONS[-1].version if MIGRATIONS else 0
+    known = _known_version()
     if current > known:
         raise _config_error(
             f"the database schema is version {current}, newer than this sipagent knows "
             f"({known}): upgrade sipagent or use another database"
         )
     return [migration for migration in MIGRATIONS if migration.version > current]
-
-
-def _sqlite_param(name: str) -> str:
-    return f":{name}"
-
-
-def _pg_param(name: str) -> str:
-    return f"%({name})s"
-
-
-def _sqlite_json(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
 def _upsert(

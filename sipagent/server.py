@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from bridge import CallContext, ModelSession, create_model
 from rtp.endpoint import PortAllocator, reserve_port_pair
 
+from .auth import DigestVerifier
 from .call import Call, ObservationHandler
 from .dialog import Dialog, DialogState
-from .digest import DigestVerifier
 from .events import (
     CallConfirmed,
     CallEnded,

@@ -29,10 +29,10 @@ from sipagent.history import (
     HistoryRecorder,
     HistoryStore,
     Migration,
-    PostgresHistoryStore,
-    SqliteHistoryStore,
     open_history,
 )
+from sipagent.history_postgres import PostgresHistoryStore
+from sipagent.history_sqlite import SqliteHistoryStore
 from sipagent.registry import CallRecord, CallRegistry, CallState, RtpSnapshot
 from sipagent.settings import ConfigError
 
@@ -485,7 +485,7 @@ async def test_postgres_reconnects_after_the_server_drops_the_session(
                     (url.rpartition("/")[2],),
                 ).fetchall()
             assert killed == [(True,)]
-            with caplog.at_level(logging.INFO, logger="sipagent.history"):
+            with caplog.at_level(logging.INFO, logger="sipagent.history_postgres"):
                 await store.save(make_record(2))
             assert "connecting to PostgreSQL again" in caplog.text
             assert (await store.list()).total == 2

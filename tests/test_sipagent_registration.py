@@ -5,7 +5,8 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from sipagent.digest import Credentials, DigestVerifier
+from sipagent.auth import DigestVerifier
+from sipagent.digest import Credentials
 from sipagent.exceptions import LocalProtocolError
 from sipagent.message import Request, Response, make_response, parse_message
 from sipagent.registration import (
