@@ -38,6 +38,10 @@ _TCP_IDLE_TIMEOUT = 300.0
 _TLS_HANDSHAKE_TIMEOUT = 10.0
 #: Seconds a closing TLS connection waits for the peer's close_notify.
 _TLS_SHUTDOWN_TIMEOUT = 2.0
+#: Pending connections the TLS listener queues (as asyncio's create_server).
+_BACKLOG = 100
+#: Seconds the TLS accept loop waits after a failed accept (say, out of descriptors).
+_ACCEPT_RETRY = 0.1
 #: Tries to find one port free for both UDP and TCP when any port will do.
 _ANY_PORT_ATTEMPTS = 5
 #: Seconds close() waits for closed connections to be gone.
@@ -121,81 +125,33 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 class _StreamConnection(asyncio.Protocol):
     """One TCP or TLS connection, opened by either side.
 
-    A TLS connection starts as plain TCP; its handshake runs as a task of the owner and
-    the connection only counts (is framed, registered, reused) once it completed.
+    A TLS connection is only made (and so framed, registered, reused) once its handshake
+    completed: the loop's SSL layer runs the handshake before ``connection_made``.
     """
 
-    def __init__(
-        self,
-        owner: SipTransport,
-        name: str,
-        tls: ssl.SSLContext | None = None,
-        *,
-        server_hostname: str | None = None,
-    ) -> None:
+    def __init__(self, owner: SipTransport, name: str) -> None:
         self._owner = owner
         self.name = name
         """``tcp`` or ``tls``: the transport of the Destinations it carries."""
-        self._tls = tls
-        self._server_hostname = server_hostname
         self._framer = StreamFramer()
         self._loop = asyncio.get_running_loop()
         self._last_activity = self._loop.time()
         self._idle_timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.peer: Destination | None = None
-        self.established: asyncio.Future[bool] = self._loop.create_future()
-        """True once usable; False if the TLS handshake failed or the task was cancelled."""
 
     @property
     def usable(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._tls is None:
-            self._establish(cast(asyncio.Transport, transport))
-            return
-        # Nothing reaches the framer before the handshake: the first bytes are TLS records.
-        cast(asyncio.Transport, transport).pause_reading()
-        self._owner._spawn(self._handshake(cast(asyncio.Transport, transport)))
-
-    async def _handshake(self, raw: asyncio.Transport) -> None:
-        assert self._tls is not None
-        host, port = raw.get_extra_info("peername")[:2]
-        who = Destination(self.name, str(host), int(port))
-        timeout = self._owner.tls_handshake_timeout
-        try:
-            secured = await self._loop.start_tls(
-                raw, self, self._tls,
-                server_side=self._server_hostname is None,
-                server_hostname=self._server_hostname,
-                ssl_handshake_timeout=timeout,
-                ssl_shutdown_timeout=_TLS_SHUTDOWN_TIMEOUT,
-            )
-            if secured is None:  # the peer hung up mid-handshake without an error
-                raise ConnectionResetError("connection closed during the handshake")
-        except OSError as exc:  # ssl.SSLError, the timeout's ConnectionAbortedError, resets
-            self._owner.count("tls_handshake_failures")
-            logger.info("TLS handshake with %s failed: %s", who, exc)
-            raw.close()
-            self.established.set_result(False)
-            return
-        except BaseException:
-            raw.close()
-            self.established.set_result(False)
-            raise
-        self._establish(secured)
-
-    def _establish(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = Destination(self.name, str(host), int(port))
         self._owner._table(self.name)[(self.peer.host, self.peer.port)] = self
         self._idle_timer = self._loop.call_later(self._owner.tcp_idle_timeout, self._check_idle)
-        if self._tls is not None:
-            cipher = transport.get_extra_info("cipher")
-            logger.debug("TLS with %s established: %s", self.peer, cipher)
-        self.established.set_result(True)
+        if self.name == "tls":
+            logger.debug("TLS with %s: %s", self.peer, transport.get_extra_info("cipher"))
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
@@ -259,13 +215,15 @@ class SipTransport:
         self.tls = tls
         self.tls_port: int | None = None
         """The TLS listener's port once started (None without TLS)."""
-        self.tls_handshake_timeout = tls.handshake_timeout if tls else _TLS_HANDSHAKE_TIMEOUT
         self.counters: dict[str, int] = {}
         self._udp: asyncio.DatagramTransport | None = None
         self._udp_protocol: _UdpProtocol | None = None
         self._tcp_server: asyncio.Server | None = None
-        self._tls_server: asyncio.Server | None = None
-        self._tls_client: ssl.SSLContext | None = None
+        # TLS accepts by hand (sock_accept + connect_accepted_socket): a loop's TLS server
+        # swallows failed handshakes, and those must be counted.
+        self._tls_listener: socket.socket | None = None
+        self._tls_server_context: ssl.SSLContext | None = None
+        self._tls_client_context: ssl.SSLContext | None = None
         # Separate tables: a TLS destination must never be served by a plain TCP connection.
         self._connections: dict[_Peer, _StreamConnection] = {}
         self._tls_connections: dict[_Peer, _StreamConnection] = {}
@@ -281,8 +239,8 @@ class SipTransport:
         Raises OSError if a port is taken, ssl.SSLError / OSError for unusable TLS files.
         """
         loop = asyncio.get_running_loop()
-        tls_server_context = server_context(self.tls) if self.tls is not None else None
-        tls_client_context = client_context(self.tls) if self.tls is not None else None
+        server_tls = server_context(self.tls) if self.tls is not None else None
+        client_tls = client_context(self.tls) if self.tls is not None else None
         # Port 0: the UDP port the system picked may be taken for TCP; pick again.
         attempts = _ANY_PORT_ATTEMPTS if self.port == 0 else 1
         for attempt in range(attempts):
@@ -303,11 +261,7 @@ class SipTransport:
             break
         try:
             if self.tls is not None:
-                context = tls_server_context
-                self._tls_server = await loop.create_server(
-                    lambda: _StreamConnection(self, "tls", context),
-                    self.host, self.tls.port, reuse_address=True,
-                )
+                self._tls_listener = await _listen(self.host, self.tls.port)
         except BaseException:
             # Do not keep the ports of a transport that failed to start.
             tcp_server.close()
@@ -318,16 +272,18 @@ class SipTransport:
         self._udp = transport
         self._udp_protocol = protocol
         self._tcp_server = tcp_server
-        self._tls_client = tls_client_context
-        if self._tls_server is not None:
-            self.tls_port = int(self._tls_server.sockets[0].getsockname()[1])
         self.port = port
         self._closed = False
+        if self._tls_listener is not None:
+            self.tls_port = int(self._tls_listener.getsockname()[1])
+            self._tls_server_context = server_tls
+            self._tls_client_context = client_tls
+            self._spawn(self._serve_tls(self._tls_listener))
 
     @property
     def ready(self) -> bool:
         listening = self._udp is not None and self._tcp_server is not None
-        return listening and (self.tls is None or self._tls_server is not None)
+        return listening and (self.tls is None or self._tls_listener is not None)
 
     def connected(self, destination: Destination) -> bool:
         """Whether a usable TCP/TLS connection to ``destination`` exists right now."""
@@ -354,7 +310,7 @@ class SipTransport:
                 self._spawn(self._resolve_and_send(data, destination))
             return
         if destination.transport not in ("tcp", "tls") or (
-            destination.transport == "tls" and self._tls_client is None
+            destination.transport == "tls" and self._tls_client_context is None
         ):
             logger.warning("no %s transport to reach %s", destination.transport, destination)
             return
@@ -393,17 +349,92 @@ class SipTransport:
         if infos and self._udp is not None:
             self._udp.sendto(data, infos[0][4][:2])
 
+    # -- TLS --------------------------------------------------------------------------------
+    async def _serve_tls(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # out of descriptors and the like: breathe, go on
+                logger.warning("TLS accept failed: %s", exc)
+                await asyncio.sleep(_ACCEPT_RETRY)
+                continue
+            self._spawn(self._accept_tls(sock))
+
+    async def _accept_tls(self, sock: socket.socket) -> None:
+        assert self._tls_server_context is not None and self.tls is not None
+        try:
+            host, port = sock.getpeername()[:2]
+        except OSError:  # gone already
+            sock.close()
+            return
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: _StreamConnection(self, "tls"), sock,
+                ssl=self._tls_server_context,
+                ssl_handshake_timeout=self.tls.handshake_timeout,
+                ssl_shutdown_timeout=_TLS_SHUTDOWN_TIMEOUT,
+            )
+        except OSError as exc:  # ssl.SSLError, a timeout's ConnectionAbortedError, resets
+            self._handshake_failed(Destination("tls", str(host), int(port)), exc)
+            sock.close()
+
+    async def _open_tls(self, destination: Destination) -> _StreamConnection:
+        """Connect, then handshake; OSError if no address answers, _HandshakeFailed after."""
+        assert self._tls_client_context is not None and self.tls is not None
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(destination.host, destination.port,
+                                       type=socket.SOCK_STREAM)
+        error: OSError = OSError(f"no address for {destination.host}")
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, address)
+            except OSError as exc:
+                sock.close()
+                error = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            try:
+                # The host name is the TLS server name: SNI, and what the certificate names.
+                _, connection = await loop.create_connection(
+                    lambda: _StreamConnection(self, "tls"), sock=sock,
+                    ssl=self._tls_client_context, server_hostname=destination.host,
+                    ssl_handshake_timeout=self.tls.handshake_timeout,
+                    ssl_shutdown_timeout=_TLS_SHUTDOWN_TIMEOUT,
+                )
+            except OSError as exc:
+                sock.close()
+                self._handshake_failed(destination, exc)
+                raise _HandshakeFailed(str(exc)) from exc
+            except BaseException:
+                sock.close()
+                raise
+            return connection
+        raise error
+
+    def _handshake_failed(self, peer: Destination, exc: OSError) -> None:
+        self.count("tls_handshake_failures")
+        logger.info("TLS handshake with %s failed: %s", peer, str(exc) or type(exc).__name__)
+
+    # -- opening connections ----------------------------------------------------------------
     async def _connect_and_send(self, destination: Destination) -> None:
         loop = asyncio.get_running_loop()
         key = (destination.transport, destination.host, destination.port)
-        tls = self._tls_client if destination.transport == "tls" else None
         try:
-            # The host name is the TLS server name: SNI, and what the certificate must name.
-            transport, connection = await loop.create_connection(
-                lambda: _StreamConnection(self, destination.transport, tls,
-                                          server_hostname=destination.host),
-                destination.host, destination.port,
-            )
+            if destination.transport == "tls":
+                connection = await self._open_tls(destination)
+            else:
+                _, connection = await loop.create_connection(
+                    lambda: _StreamConnection(self, "tcp"), destination.host, destination.port
+                )
+        except _HandshakeFailed:
+            dropped = len(self._connecting.pop(key, []))
+            logger.warning("no TLS with %s (%d message(s) dropped)", destination, dropped)
+            return
         except OSError as exc:
             dropped = len(self._connecting.pop(key, []))
             logger.warning("cannot connect to %s (%d message(s) dropped): %s",
@@ -412,15 +443,6 @@ class SipTransport:
         except BaseException:
             self._connecting.pop(key, None)
             raise
-        try:
-            established = await connection.established
-        except BaseException:
-            self._connecting.pop(key, None)
-            raise
-        if not established:
-            dropped = len(self._connecting.pop(key, []))
-            logger.warning("no TLS with %s (%d message(s) dropped)", destination, dropped)
-            return
         # Also reachable under the name it was asked for (it may be a host name).
         table = self._table(destination.transport)
         known = table.get((destination.host, destination.port))
@@ -428,8 +450,8 @@ class SipTransport:
             table[(destination.host, destination.port)] = connection
         for data in self._connecting.pop(key, []):
             connection.write(data)
-        if self._closed:
-            transport.close()
+        if self._closed and connection.transport is not None:
+            connection.transport.close()
 
     async def close(self) -> None:
         self._closed = True
@@ -439,7 +461,7 @@ class SipTransport:
         if self._udp_protocol is not None:
             await asyncio.shield(self._udp_protocol.closed)
             self._udp_protocol = None
-        for task in list(self._tasks):
+        for task in list(self._tasks):  # the TLS accept loop and handshakes among them
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks)
@@ -447,12 +469,15 @@ class SipTransport:
         for connection in [*self._connections.values(), *self._tls_connections.values()]:
             if connection.transport is not None:
                 connection.transport.close()
-        for server in (self._tcp_server, self._tls_server):
-            if server is not None:
-                server.close()
-                await server.wait_closed()
-        self._tcp_server = self._tls_server = None
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+            await self._tcp_server.wait_closed()
+            self._tcp_server = None
+        if self._tls_listener is not None:
+            self._tls_listener.close()
+            self._tls_listener = None
         self.tls_port = None
+        self._tls_server_context = self._tls_client_context = None
         # Let the closed connections run connection_lost before the caller moves on (a TLS
         # one after the close_notify exchange, hence a deadline rather than a few turns).
         loop = asyncio.get_running_loop()
@@ -461,6 +486,30 @@ class SipTransport:
         while (self._connections or self._tls_connections) and loop.time() < deadline:
             await asyncio.sleep(0 if turns < 10 else 0.01)
             turns += 1
+
+
+class _HandshakeFailed(Exception):
+    """An outbound TLS handshake failed (already counted and logged)."""
+
+
+async def _listen(host: str, port: int) -> socket.socket:
+    """A non-blocking TCP listening socket on ``host``:``port``, as create_server makes."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(_BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _is_ip(host: str) -> bool:

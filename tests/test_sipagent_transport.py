@@ -686,7 +686,8 @@ async def test_close_during_a_handshake_ends_it(inbox: Inbox, pki: TestPki) -> N
     await transport.start()
     assert transport.tls_port is not None
     reader, writer = await asyncio.open_connection(LOCALHOST, transport.tls_port)
-    await wait_for(lambda: transport._tasks)  # the handshake is waiting for a ClientHello
+    # The accept loop, and a handshake waiting for a ClientHello.
+    await wait_for(lambda: len(transport._tasks) == 2)
     await asyncio.wait_for(transport.close(), WAIT)
     assert not transport._tasks
     assert await asyncio.wait_for(reader.read(), WAIT) == b""
@@ -734,3 +735,24 @@ def test_tls_contexts_follow_the_configuration(pki: TestPki) -> None:
     # Without a CA file the system store is the anchor set.
     system = client_context(tls_config(pki, cafile=None))
     assert system.verify_mode is ssl.CERT_REQUIRED
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback (::1) on this host")
+async def test_ipv6_loopback_tls(inbox: Inbox, pki: TestPki) -> None:
+    transport = SipTransport("::1", 0, inbox, tls=tls_config(pki))
+    await transport.start()
+    try:
+        assert transport.tls_port is not None
+        reader, writer = await asyncio.open_connection(
+            "::1", transport.tls_port, ssl=trusting(pki.ca), server_hostname="::1"
+        )
+        writer.write(sip_message("v6tls"))
+        data, source = await inbox.get()
+        assert data == sip_message("v6tls")
+        assert source == Destination("tls", "::1", writer.get_extra_info("sockname")[1])
+        transport.send(b"reply", source)
+        assert await asyncio.wait_for(reader.readexactly(5), WAIT) == b"reply"
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        await transport.close()
