@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import random
 import secrets
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -44,7 +45,7 @@ from .registry import CallRecord, CallRegistry
 from .sdp import PCMA, PCMU, SessionDescription
 from .settings import ConfigError, Settings, env_name, parse_auth_users
 from .transaction import Destination
-from .transport import SipTransport
+from .transport import SipTransport, TlsConfig
 from .useragent import UserAgent
 
 if TYPE_CHECKING:
@@ -146,8 +147,19 @@ class Server:
         )
         # A TCP connection may carry a live call with no SIP traffic for a long time: only
         # close it when idle for longer than any reasonable call.
+        tls = None
+        if settings.tls_cert is not None and settings.tls_port:
+            tls = TlsConfig(
+                certfile=settings.tls_cert,
+                keyfile=settings.tls_key,
+                port=settings.tls_port,
+                cafile=settings.tls_ca,
+                verify_server=settings.tls_verify_peer,
+                require_client_cert=settings.tls_require_client_cert,
+            )
         self.transport = SipTransport(
-            settings.sip_host, settings.sip_port, self._on_message, tcp_idle_timeout=4 * 3600.0
+            settings.sip_host, settings.sip_port, self._on_message,
+            tcp_idle_timeout=4 * 3600.0, tls=tls,
         )
         self.ports = PortAllocator(settings.rtp_port_min, settings.rtp_port_max)
         config = EdgePolicyConfig.from_settings(settings)
@@ -205,18 +217,20 @@ class Server:
         registrar = SipUri.parse(settings.registrar)
         transport = registrar.transport
         host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
-        suffix = "" if transport == "udp" else f";transport={transport}"
+        port = self.transport.tls_port if transport == "tls" else self.transport.port
+        scheme = "sips" if registrar.scheme == "sips" else "sip"
+        suffix = "" if transport == "udp" or scheme == "sips" else f";transport={transport}"
         user = settings.registrar_user
         return Registration(
             settings.registrar,
             f"sip:{user}@{registrar.host}",
             user,
             settings.registrar_password.get_secret_value(),
-            contact=f"<sip:{user}@{host}:{self.transport.port}{suffix}>",
+            contact=f"<{scheme}:{user}@{host}:{port}{suffix}>",
             expires=settings.registrar_expires,
             outbound_proxy=settings.outbound_proxy,
             transport=transport,
-            local_sent_by=f"{host}:{self.transport.port}",
+            local_sent_by=f"{host}:{port}",
             new_token=lambda: secrets.token_hex(6),
             now=self._now(),
             random=random.random,
@@ -230,12 +244,19 @@ class Server:
         return [self.registration.status(self._now())]
 
     async def _start_transports(self) -> None:
-        await self.transport.start()
+        try:
+            await self.transport.start()
+        except (ssl.SSLError, FileNotFoundError) as exc:
+            setting = env_name("tls_cert")
+            raise ConfigError(f"{setting}: unusable certificate or key ({exc})") from None
         self.ua.port = self.transport.port
+        self.ua.tls_port = self.transport.tls_port
         self._stats_task = asyncio.get_running_loop().create_task(self._refresh_stats())
         logger.info(
-            "SIP listening on %s:%d (UDP, TCP), model %s",
-            self.settings.sip_host, self.transport.port, self.settings.model,
+            "SIP listening on %s:%d (UDP, TCP)%s, model %s",
+            self.settings.sip_host, self.transport.port,
+            f", TLS on {self.transport.tls_port}" if self.transport.tls_port else "",
+            self.settings.model,
         )
 
     async def stop(self, drain_timeout: float = 0.0) -> None:

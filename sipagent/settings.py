@@ -156,6 +156,18 @@ class Settings(BaseSettings):
     """Address SIP listens on (UDP and TCP)."""
     sip_port: int = 5060
     """SIP port (UDP and TCP)."""
+    tls_port: int = 5061
+    """TLS listener port; 0: no TLS. Used only when tls_cert is set."""
+    tls_cert: str | None = None
+    """PEM certificate chain (leaf first) presented over TLS; None: TLS off."""
+    tls_key: str | None = None
+    """PEM private key of tls_cert; None: it is in tls_cert."""
+    tls_ca: str | None = None
+    """PEM trust anchors for the certificates of TLS servers we connect to; None: system."""
+    tls_verify_peer: bool = True
+    """Verify certificate and host name of TLS servers we connect to (registrar, REFER)."""
+    tls_require_client_cert: bool = False
+    """Refuse inbound TLS callers without a certificate signed by tls_ca."""
     public_host: str | None = Field(default=None, validate_default=True)
     """Address put in Contact/Via/SDP when it differs from sip_host (NAT); None: sip_host."""
     rtp_port_min: int = 10000
@@ -257,6 +269,27 @@ class Settings(BaseSettings):
     """Where to send callers when the model is unavailable (SIP/tel URI); None: hang up."""
     model_max_reconnects: int = 1
     """New model sessions tried per call after the model failed mid-call."""
+
+    @field_validator("tls_port")
+    @classmethod
+    def _check_tls_port(cls, value: int) -> int:
+        if not 0 <= value <= 65535:
+            raise ValueError(f"must be between 0 (off) and 65535 (got {value})")
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Settings:
+        if self.tls_cert is None:
+            for name in ("tls_key", "tls_ca"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name}: needs SIPAGENT_TLS_CERT")
+            if self.tls_require_client_cert:
+                raise ValueError("tls_require_client_cert: needs SIPAGENT_TLS_CERT")
+        elif self.tls_port and self.tls_port == self.sip_port:
+            raise ValueError("tls_port: must differ from SIPAGENT_SIP_PORT")
+        if self.tls_require_client_cert and self.tls_ca is None:
+            raise ValueError("tls_require_client_cert: needs SIPAGENT_TLS_CA")
+        return self
 
     @model_validator(mode="after")
     def _check_registration(self) -> Settings:

@@ -24,13 +24,14 @@ from sipagent.message import Request, Response, parse_message
 from sipagent.registry import CallRecord
 from sipagent.server import Server
 from sipagent.transaction import Destination
-from sipagent.transport import SipTransport, TlsConfig
+from sipagent.transport import SipTransport
 from tests.fixtures.tls import pjsua_tls_caller
 from tests.fixtures.tls.pki import TestPki, make_pki
 from tests.peers import pjsua_peer
 from tests.peers.audio import is_silence, read_wav
 from tests.peers.harness import start_server, wait_for
 from tests.peers.pjsua_peer import PeerResult, run_caller
+from tests.peers.sipp import free_port
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("pjsua2") is None, reason="pjsua2-python not installed"
@@ -64,9 +65,15 @@ class TlsServer:
 @pytest.fixture
 async def tls_server(tmp_path: Path) -> AsyncIterator[TlsServer]:
     pki = make_pki(tmp_path / "pki")
-    server = await start_server(rtp_window=(16000, 22000))
+    # The settings turn the TLS listener on (SIPAGENT_TLS_CERT/KEY/CA/PORT).
+    server = await start_server(
+        rtp_window=(16000, 22000), tls_cert=str(pki.server_cert), tls_key=str(pki.server_key),
+        tls_ca=str(pki.ca), tls_port=free_port(udp=False, tcp=True),
+    )
+    transport = server.transport
+    assert transport.tls_port is not None and server.ua.tls_port == transport.tls_port
     seen: list[tuple[str, Destination]] = []
-    handler = server._on_message
+    handler = transport.on_message
 
     def on_message(data: bytes, source: Destination) -> None:
         message = parse_message(data, stream=source.reliable)
@@ -74,14 +81,7 @@ async def tls_server(tmp_path: Path) -> AsyncIterator[TlsServer]:
                      str(message.status), source))
         handler(data, source)
 
-    tls = TlsConfig(certfile=str(pki.server_cert), keyfile=str(pki.server_key), port=0,
-                    cafile=str(pki.ca))
-    transport = SipTransport(LOCALHOST, 0, on_message, tcp_idle_timeout=4 * 3600.0, tls=tls)
-    await transport.start()
-    plain, server.transport = server.transport, transport
-    server.ua.port = transport.port
-    server.ua.tls_port = transport.tls_port
-    await plain.close()
+    transport.on_message = on_message
     sent: list[tuple[Request | Response, Destination]] = []
     send = transport.send
 

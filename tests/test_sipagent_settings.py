@@ -463,7 +463,7 @@ def test_example_config_documents_every_setting_with_its_default(tmp_path: Path)
     # Uncommented, the example minus its placeholders loads and gives the defaults.
     placeholders = (
         "public_host", "openai_api_key", "openai_base_url", "fallback_transfer_target",
-        "transfer_target", "registrar", "outbound_proxy",
+        "transfer_target", "registrar", "outbound_proxy", "tls_",
     )
     defaults = [line for line in assignments if not line.startswith(placeholders)]
     config = write(tmp_path / "example.toml", "\n".join(defaults))
