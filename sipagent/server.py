@@ -599,15 +599,7 @@ class Server:
             return  # cancelled while ringing
         if late_offer:
             call.sdp_version += 1
-            body = make_offer(
-                local_host=self.public_host,
-                local_port=call.rtp_port,
-                session_id=call.sdp_session_id,
-                srtp=self.srtp,
-                srtp_key=call.srtp_key,
-                version=call.sdp_version,
-            ).serialize().encode()
-            call.pending_offer = body
+            body = self._our_offer(call)
         else:
             assert call.negotiated is not None
             body = bytes(call.negotiated.answer)
@@ -649,6 +641,19 @@ class Server:
             call.log.warning("cannot bind RTP port %d: %s", call.rtp_port, exc)
             self._hangup(call, "rtp-port-unavailable")
 
+    def _our_offer(self, call: Call) -> bytes:
+        """Our SDP offer (INVITE or re-INVITE without one); its answer comes in the ACK."""
+        body = make_offer(
+            local_host=self.public_host,
+            local_port=call.rtp_port,
+            session_id=call.sdp_session_id,
+            srtp=self.srtp,
+            srtp_key=call.srtp_key,
+            version=call.sdp_version,
+        ).serialize().encode()
+        call.pending_offer = body
+        return body
+
     def _offer(self, event: OfferReceived) -> None:
         call = self.calls.get(event.dialog)
         now = self._now()
@@ -657,16 +662,7 @@ class Server:
             return
         call.sdp_version += 1
         if event.offer is None:
-            body = make_offer(
-                local_host=self.public_host,
-                local_port=call.rtp_port,
-                session_id=call.sdp_session_id,
-                srtp=self.srtp,
-                srtp_key=call.srtp_key,
-                version=call.sdp_version,
-            ).serialize().encode()
-            call.pending_offer = body
-            self.ua.answer_offer(event.dialog, body, now)
+            self.ua.answer_offer(event.dialog, self._our_offer(call), now)
             return
         # The RTP session keeps the codec chosen at set-up: a re-offer must include it.
         supported = (call.negotiated.codec,) if call.negotiated else (PCMU, PCMA)
