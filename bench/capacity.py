@@ -264,6 +264,8 @@ class ServerProcess:
             "SIPAGENT_MAX_CALLS": str(max_calls),
             "SIPAGENT_LOG_LEVEL": log_level,
             "SIPAGENT_MODEL": "echo",
+            # The load generator is the only caller: the production new-calls/s cap off.
+            "SIPAGENT_MAX_NEW_CALLS_PER_SECOND": "0",
             **(extra_env or {}),
         })
         log_path = workdir / "server.log"
