@@ -444,6 +444,10 @@ class Server:
             created_at=time.time(),
             model=self.settings.model,
         )
+        for name, value in request.headers:
+            # Twilio's call facts (X-Twilio-CallSid, -AccountSid …) go into the call record.
+            if name.lower().startswith("x-twilio-"):
+                record.facts[name.lower()] = value
         if identity:
             # The network-asserted caller (RFC 3325) wins over the From header.
             try:

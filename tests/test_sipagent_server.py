@@ -266,9 +266,17 @@ async def test_cancel_while_ringing() -> None:
 async def test_caller_number_prefers_p_asserted_identity(
     server: Server, phone: Softphone
 ) -> None:
-    await phone.call(extra=(("P-Asserted-Identity", '"Ana" <tel:+5511999990000>'),))
+    await phone.call(extra=(
+        ("P-Asserted-Identity", '"Ana" <tel:+5511999990000>'),
+        ("X-Twilio-CallSid", "CA0123456789abcdef0123456789abcdef"),
+        ("X-Twilio-AccountSid", "AC0123456789abcdef0123456789abcdef"),
+    ))
     record = server.registry.active()[0]
     assert record.caller_number == "+5511999990000"
+    assert record.facts == {
+        "x-twilio-callsid": "CA0123456789abcdef0123456789abcdef",
+        "x-twilio-accountsid": "AC0123456789abcdef0123456789abcdef",
+    }
     assert record.from_uri.startswith("sip:phone@127.0.0.1")
     await phone.hangup()
 
