@@ -366,6 +366,8 @@ async def test_tool_timeout_is_a_structured_error_and_the_call_goes_on() -> None
         error = tool_call["error"]
         assert isinstance(error, dict) and error["type"] == "timeout"
         assert 300 <= tool_call["duration_ms"] < 1000  # type: ignore[operator]
+        # The call records the timeout before the output has crossed the WebSocket.
+        await wait_for(lambda: conn.function_outputs, WAIT, "the timeout's output at the model")
         [output] = conn.function_outputs.values()
         assert json.loads(output)["error"]["type"] == "timeout"
         await wait_for(lambda: spurts(phone) == [20], WAIT, "the answer after the timeout")
