@@ -11,9 +11,10 @@ to ``receive_response`` and re-arm ``loop.call_at(get_timer())``, with ``loop.ti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -21,7 +22,13 @@ import pytest
 
 from sipagent.message import Response, parse_message
 from sipagent.registration import Registration, RegState
-from tests.peers.sipp import LOCALHOST, free_udp_port, sipp_available, start_sipp
+from tests.peers.sipp import (
+    LOCALHOST,
+    SippProcess,
+    free_udp_port,
+    sipp_available,
+    start_sipp,
+)
 
 pytestmark = pytest.mark.skipif(not sipp_available(), reason="sipp (sip-tester) not installed")
 
@@ -87,12 +94,22 @@ async def wait_state(shell: RegistrationShell, state: RegState, timeout: float =
         await asyncio.sleep(0.01)
 
 
-async def test_register_with_digest_challenge_against_sipp(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def sipp_registrar(tmp_path: Path) -> Iterator[tuple[SippProcess, int]]:
+    """SIPp playing a registrar that challenges (uas_register_challenge.xml), and its port."""
     sipp_port = free_udp_port()
     sipp = start_sipp("uas_register_challenge.xml", local_port=sipp_port, timeout=20.0,
                       workdir=tmp_path / "sipp")
     try:
         assert sipp.wait_ready(), sipp.stop().describe()
+        yield sipp, sipp_port
+    finally:
+        if sipp.running():
+            sipp.stop()
+
+
+async def test_register_with_digest_challenge_against_sipp(tmp_path: Path) -> None:
+    with sipp_registrar(tmp_path) as (sipp, sipp_port):
 
         def make(now: float, port: int) -> Registration:
             return Registration(
@@ -132,9 +149,6 @@ async def test_register_with_digest_challenge_against_sipp(tmp_path: Path) -> No
         finally:
             shell.close()
         result = await asyncio.to_thread(sipp.wait, 10.0)
-    finally:
-        if sipp.running():
-            sipp.stop()
     assert result.ok, result.describe()
     assert result.count("SIP/2.0 401 Unauthorized") == 1
     assert result.count("SIP/2.0 403") == 0
@@ -144,11 +158,7 @@ async def test_register_with_digest_challenge_against_sipp(tmp_path: Path) -> No
 
 
 async def test_wrong_password_fails_against_sipp(tmp_path: Path) -> None:
-    sipp_port = free_udp_port()
-    sipp = start_sipp("uas_register_challenge.xml", local_port=sipp_port, timeout=20.0,
-                      workdir=tmp_path / "sipp")
-    try:
-        assert sipp.wait_ready(), sipp.stop().describe()
+    with sipp_registrar(tmp_path) as (sipp, sipp_port):
 
         def make(now: float, port: int) -> Registration:
             return Registration(
@@ -170,9 +180,6 @@ async def test_wrong_password_fails_against_sipp(tmp_path: Path) -> None:
         finally:
             shell.close()
         result = await asyncio.to_thread(sipp.wait, 10.0)
-    finally:
-        if sipp.running():
-            sipp.stop()
     assert not result.ok  # SIPp's verifyauth refused the credentials
     assert result.count("SIP/2.0 403 Forbidden") == 1
 
@@ -182,11 +189,7 @@ async def test_server_registers_at_start_and_unregisters_at_stop(tmp_path: Path)
     from sipagent.server import Server
     from tests.peers.harness import start_server
 
-    sipp_port = free_udp_port()
-    sipp = start_sipp("uas_register_challenge.xml", local_port=sipp_port, timeout=20.0,
-                      workdir=tmp_path / "sipp")
-    try:
-        assert sipp.wait_ready(), sipp.stop().describe()
+    with sipp_registrar(tmp_path) as (sipp, sipp_port):
         server: Server = await start_server(
             registrar=f"sip:{LOCALHOST}:{sipp_port}", registrar_user="agent",
             registrar_password="s3cret",
@@ -208,6 +211,3 @@ async def test_server_registers_at_start_and_unregisters_at_stop(tmp_path: Path)
         assert registration.state is RegState.UNREGISTERED
         result = sipp.wait(timeout=10.0)
         assert result.ok, result.describe()
-    finally:
-        if sipp.running():
-            sipp.stop()
