@@ -3,6 +3,10 @@
 The app only reads the :class:`~sipagent.registry.CallRegistry` and asks a
 :class:`CallController` to act (hang up, transfer); it never reaches into SIP or RTP.
 
+Call recordings (``SIPAGENT_RECORDINGS_DIR``): ``/sessions/{id}`` and ``/history`` rows carry a
+``recording_url`` next to the stored ``recording_path``; ``GET /sessions/{id}/recording`` serves
+the WAV of a live or ended call, only from a stored path inside the recordings directory.
+
 Authentication: with a ``token``, every endpoint except ``/health`` needs
 ``Authorization: Bearer <token>`` and answers 401 with ``WWW-Authenticate: Bearer`` otherwise.
 The dashboard page (``/``, ``/static/*``) and the API docs (``/docs``, ``/openapi.json``) carry
@@ -18,10 +22,11 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Protocol, runtime_checkable
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel, Field
@@ -35,6 +40,7 @@ __all__ = [
     "RegistrationController",
     "CallController",
     "HistoryLike",
+    "HistoryLookup",
     "TransferController",
     "TransferRequest",
     "create_app",
@@ -86,6 +92,28 @@ class HistoryLike(Protocol):
         ...
 
 
+@runtime_checkable
+class HistoryLookup(Protocol):
+    """A history store that can also return one ended call."""
+
+    async def get(self, session_id: str) -> Mapping[str, object] | None:
+        """The stored row of one call (with ``recording_path``), or None."""
+        ...
+
+
+def _recording_url(row: Mapping[str, object]) -> str | None:
+    """Where the admin serves the recording of a call row, if it has one."""
+    if not row.get("recording_path"):
+        return None
+    return f"/sessions/{row['session_id']}/recording"
+
+
+def _with_recording_url(row: object) -> object:
+    if not isinstance(row, Mapping) or "recording_path" not in row:
+        return row
+    return {**row, "recording_url": _recording_url(row)}
+
+
 class TransferRequest(BaseModel):
     """Body of ``POST /sessions/{id}/transfer``."""
 
@@ -134,12 +162,14 @@ def create_app(
     token: str | None = None,
     metrics: Metrics | None = None,
     history: HistoryLike | None = None,
+    recordings_dir: Path | None = None,
 ) -> FastAPI:
     """Build the admin app over ``registry``, acting through ``controller``.
 
     ``token`` protects everything but ``/health`` (and the static dashboard and docs);
     ``metrics`` is what ``/metrics`` exposes and ``history`` what ``/history`` pages through
-    (each endpoint answers 503 without it). Call ``app.state.events.close()`` before
+    (each endpoint answers 503 without it); ``recordings_dir`` is the only directory
+    recordings are served from. Call ``app.state.events.close()`` before
     stopping the server so open ``/events`` streams end at once.
     """
     if token is not None and not token:
@@ -182,7 +212,41 @@ def create_app(
         record = registry.get(session_id)
         if record is None:
             raise HTTPException(status_code=404, detail=f"unknown session {session_id}")
-        return record.to_detail()
+        detail = record.to_detail()
+        detail["recording_url"] = _recording_url(detail)
+        return detail
+
+    @api.get(
+        "/sessions/{session_id}/recording",
+        response_class=FileResponse,
+        responses={
+            200: {"content": {"audio/wav": {}}, "description": "Stereo WAV: caller left."},
+            404: {"description": "No such call, or it has no recording."},
+        },
+    )
+    async def get_recording(session_id: str) -> FileResponse:
+        stored: object = None
+        record = registry.get(session_id)
+        if record is not None:
+            stored = record.recording_path
+        elif isinstance(history, HistoryLookup):
+            row = await history.get(session_id)
+            stored = row.get("recording_path") if row is not None else None
+        path = _servable(stored)
+        if path is None:
+            raise HTTPException(status_code=404, detail=f"no recording of session {session_id}")
+        return FileResponse(path, media_type="audio/wav", filename=f"{session_id}.wav")
+
+    def _servable(stored: object) -> Path | None:
+        """The stored recording path, if it is a WAV file inside ``recordings_dir``."""
+        if recordings_dir is None or not isinstance(stored, str) or not stored:
+            return None
+        path = Path(stored).resolve()
+        root = recordings_dir.expanduser().resolve()
+        if not path.is_relative_to(root) or path.suffix != ".wav":
+            logger.warning("refusing to serve recording outside the recordings dir: %r", stored)
+            return None
+        return path if path.is_file() else None
 
     @api.delete("/sessions/{session_id}", status_code=202)
     async def hangup_session(session_id: str) -> dict[str, str]:
@@ -236,7 +300,11 @@ def create_app(
     ) -> dict[str, object]:
         if history is None:
             raise HTTPException(status_code=503, detail="no call history store is configured")
-        return dict(await history.list(limit, offset))
+        page = dict(await history.list(limit, offset))
+        calls = page.get("calls")
+        if isinstance(calls, list):
+            page["calls"] = [_with_recording_url(row) for row in calls]
+        return page
 
     add_dashboard(app, api, events)
     app.include_router(api)

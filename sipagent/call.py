@@ -46,7 +46,9 @@ from rtp.session import AudioReceived, DtmfReceived, MediaTimeout, RtpSession
 from rtp.srtp import SrtpContext
 
 from .dialog import Dialog
+from .logs import CallLogAdapter, context_for_call
 from .offer_answer import Negotiated
+from .recording import CallRecording, RecordingOptions
 from .registry import CallRecord, CallRegistry, CallState, RtpSnapshot
 from .sdp import Direction
 
@@ -98,14 +100,6 @@ def _is_hold(direction: Direction) -> bool:
     return not direction.sends or not direction.receives
 
 
-class CallLogAdapter(logging.LoggerAdapter[logging.Logger]):
-    """Prefix every log line of a call with its Call-ID."""
-
-    def process(self, msg: str, kwargs: Any) -> tuple[str, Any]:
-        extra = self.extra or {}
-        return f"[{extra.get('call_id', '?')}] {msg}", kwargs
-
-
 HangupHandler = Callable[["Call", str], None]
 """Ends the call (BYE, or 480 before the answer) with the given end reason."""
 TransferHandler = Callable[["Call", str, str], None]
@@ -123,18 +117,22 @@ class WatchedPlayout(PlayoutQueue):
     out, so ``on_sent`` sees the moment a frame leaves, not the moment it was queued.
     """
 
-    __slots__ = ("on_sent",)
+    __slots__ = ("on_audio", "on_sent")
 
     def __init__(self, frame_ms: int, on_sent: Callable[[str, int], None]) -> None:
         super().__init__(frame_ms)
         self.on_sent = on_sent
         """Called with the item id and its milliseconds sent so far, for tagged frames."""
+        self.on_audio: Callable[[bytes], None] | None = None
+        """Called with every frame sent (the call's recording), when set."""
 
     def pop(self) -> bytes | None:
         payload = super().pop()
         item = self.current_item
         if payload is not None and item is not None:
             self.on_sent(item, self.played_ms(item))
+        if payload is not None and self.on_audio is not None:
+            self.on_audio(payload)
         return payload
 
 
@@ -188,6 +186,7 @@ class Call:
         transfer_target: str | None = None,
         on_transfer: TransferHandler | None = None,
         reservation: PortReservation | None = None,
+        recordings: RecordingOptions | None = None,
     ) -> None:
         self.dialog = dialog
         self.record = record
@@ -211,7 +210,10 @@ class Call:
         self.pending_offer: bytes | None = None
         """Our SDP offer awaiting its answer in the ACK (late offer)."""
         self.endpoint: RtpEndpoint | None = None
-        self.log = CallLogAdapter(logger, {"call_id": dialog.call_id})
+        # The call's own lines name it even when logged while handling another call.
+        self.log = CallLogAdapter(
+            logger, {"call_id": dialog.call_id, "session_id": record.session_id}
+        )
         self._inactivity_timeout = inactivity_timeout
         self._hold_inactivity_timeout = hold_inactivity_timeout
         self._on_hangup = on_hangup
@@ -235,6 +237,9 @@ class Call:
         self.reconnects = 0
         """New model sessions opened after a mid-call failure."""
         self._task: asyncio.Task[None] | None = None
+        self._recordings = recordings
+        self.recording: CallRecording | None = None
+        """The call's stereo WAV being written (from media start), when recording is on."""
 
     @property
     def session_id(self) -> str:
@@ -311,7 +316,7 @@ class Call:
             inactivity_timeout=self._inactivity_timeout,
             remote_rtcp_addr=negotiated.remote_rtcp_addr,
         )
-        session.playout = WatchedPlayout(session.playout.frame_ms, self._frame_sent)
+        session.playout = playout = WatchedPlayout(session.playout.frame_ms, self._frame_sent)
         # From here the endpoint owns the port: it releases it when closed.
         self._port_owned_by_endpoint = True
         srtp = _srtp_context(negotiated)
@@ -330,6 +335,31 @@ class Call:
             return
         self._apply_direction(negotiated.direction)
         self._media_started.set()
+        if self._recordings is not None:
+            self._start_recording(self._recordings, negotiated, playout)
+
+    def _start_recording(
+        self, options: RecordingOptions, negotiated: Negotiated, playout: WatchedPlayout
+    ) -> None:
+        """Open the call's WAV; a failure costs the recording, never the call."""
+        try:
+            recording = CallRecording.start(
+                options, session_id=self.session_id, created_at=self.record.created_at,
+                codec=negotiated.codec.name, on_stopped=self._recording_stopped,
+            )
+        except OSError as exc:
+            self.log.warning("cannot record the call: %s", exc)
+            return
+        recording.sending = negotiated.direction.sends
+        self.recording = recording
+        playout.on_audio = recording.agent
+        self.record.recording_path = str(recording.path)
+        self.registry.touch(self.record)
+
+    def _recording_stopped(self, reason: str) -> None:
+        self.log.warning("recording stopped, the call goes on: %s", reason)
+        self.record.recording_truncated = True
+        self.registry.touch(self.record)
 
     def apply_negotiation(self, negotiated: Negotiated) -> None:
         previous = self.negotiated.srtp if self.negotiated is not None else None
@@ -339,15 +369,25 @@ class Call:
         if self.endpoint is not None:
             loop = asyncio.get_running_loop()
             self.endpoint.session.dtmf_payload_type = negotiated.dtmf_payload_type
-            if negotiated.srtp != previous:
-                # New keys (a re-offer changed them): a fresh context; the same keys keep
-                # the running one, whose rollover counter must not restart under one key.
+            keys, srtp = negotiated.srtp, self.endpoint.srtp
+            if keys is not None and previous is not None and srtp is not None and (
+                (keys.suite, keys.local_key) == (previous.suite, previous.local_key)
+            ):
+                # Our key and suite unchanged: the running context goes on (a fresh one would
+                # restart its rollover counter and SRTCP index under our key); a peer re-key
+                # replaces only its inbound side.
+                if keys.remote_key != previous.remote_key:
+                    srtp.update_remote_key(keys.remote_key)
+            elif keys != previous:
                 self.endpoint.srtp = _srtp_context(negotiated)
             if negotiated.remote_addr is not None:
                 self.endpoint.session.set_remote(
                     negotiated.remote_addr, loop.time(), rtcp_addr=negotiated.remote_rtcp_addr
                 )
             self._apply_direction(negotiated.direction)
+            if self.recording is not None:
+                self.recording.codec = negotiated.codec.name
+                self.recording.sending = negotiated.direction.sends
         self.registry.touch(self.record)
 
     def _apply_direction(self, direction: Direction) -> None:
@@ -371,6 +411,8 @@ class Call:
         if isinstance(event, AudioReceived):
             if self._link is ModelLink.BRIDGED:
                 self.model.push_audio(event.payload)
+            if self.recording is not None:
+                self.recording.caller(event.payload)
         elif isinstance(event, DtmfReceived):
             self.receive_dtmf(event.digit)
         elif isinstance(event, MediaTimeout):
@@ -528,7 +570,9 @@ class Call:
         self._start(self._rebridge(reason))
 
     def _start(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        self._task = asyncio.get_running_loop().create_task(coroutine)
+        # Whoever asks (an RTP callback, the model's reader), the task runs for this call.
+        context = context_for_call(self.dialog.call_id, self.session_id)
+        self._task = asyncio.get_running_loop().create_task(coroutine, context=context)
 
     async def _give_up(self, end_reason: str) -> None:
         # An open cut short by the set-up deadline may have left a connection behind.
@@ -644,6 +688,8 @@ class Call:
         if self.endpoint is not None:
             self.endpoint.close()
             await self.endpoint.wait_closed()
+            if self.recording is not None:
+                self.recording.close()
         elif self._reservation is not None:
             self._reservation.release()  # harmless if the endpoint took it over
         elif not self._port_owned_by_endpoint:

@@ -9,8 +9,11 @@ import logging
 import signal
 import sys
 
+from pydantic import SecretStr
+
 from .history import HistoryRecorder, HistoryStore, open_history
-from .settings import ConfigError, Settings, load_settings
+from .logs import add_secret, configure_logging
+from .settings import ConfigError, Settings, load_settings, parse_auth_users
 
 __all__ = ["main", "run"]
 
@@ -26,6 +29,9 @@ class HistoryPages:
     async def list(self, limit: int, offset: int) -> dict[str, object]:
         page = await self._store.list(limit=limit, offset=offset)
         return {"total": page.total, "calls": list(page)}
+
+    async def get(self, session_id: str) -> dict[str, object] | None:
+        return await self._store.get(session_id)
 
 
 async def run(settings: Settings) -> None:
@@ -67,7 +73,8 @@ async def run(settings: Settings) -> None:
         metrics.track(server.registry)
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         app = create_app(
-            server.registry, server, token=token, metrics=metrics, history=HistoryPages(history)
+            server.registry, server, token=token, metrics=metrics, history=HistoryPages(history),
+            recordings_dir=settings.recordings_dir,
         )
         try:
             await server.start()
@@ -95,6 +102,17 @@ async def run(settings: Settings) -> None:
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
+
+
+def _mask_secrets(settings: Settings) -> None:
+    """Have the log formatters mask every secret setting, should one ever be logged."""
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            add_secret(value.get_secret_value())
+    if settings.auth_users is not None:
+        for password in parse_auth_users(settings.auth_users.get_secret_value()).values():
+            add_secret(password)
 
 
 def _add_twilio_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -151,10 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sipagent: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    _mask_secrets(settings)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

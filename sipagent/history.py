@@ -20,7 +20,7 @@ call when it is removed, in a background task with retries: the SIP/RTP path nev
 hears about, the database.
 
 Rows come back as the JSON-ready shape of :meth:`CallRecord.to_detail` plus ``duration_s``
-(seconds from answer to end, 0 if never answered) and ``recording_path``. Timestamps are stored
+(seconds from answer to end, 0 if never answered). Timestamps are stored
 as unix seconds (REAL / DOUBLE PRECISION), JSON fields as TEXT on SQLite and JSONB on PostgreSQL.
 """
 
@@ -112,6 +112,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         description="facts column",
         statements=("ALTER TABLE calls ADD COLUMN facts {json} NOT NULL DEFAULT '{{}}'",),
     ),
+    Migration(
+        version=3,
+        description="recording_truncated column",
+        statements=(
+            "ALTER TABLE calls ADD COLUMN recording_truncated BOOLEAN NOT NULL DEFAULT FALSE",
+        ),
+    ),
 )
 """The schema, oldest step first. Append; never edit a released step."""
 
@@ -137,6 +144,7 @@ _SCALAR_COLUMNS = (
     "model",
     "duration_s",
     "recording_path",
+    "recording_truncated",
 )
 _JSON_COLUMNS = ("rtp", "dtmf", "transcript", "tool_calls", "turns", "facts")
 _COLUMNS = _SCALAR_COLUMNS + _JSON_COLUMNS
@@ -169,8 +177,8 @@ class HistoryStore(abc.ABC):
         """Insert the call, or replace the row with the same ``session_id``.
 
         The record is read before the first suspension point, so later mutations of it do not
-        leak into the saved row. A ``recording_path`` already stored is kept when the record
-        has none. Raises :class:`HistoryError`.
+        leak into the saved row. A recording already stored (``recording_path``,
+        ``recording_truncated``) is kept when the record has none. Raises :class:`HistoryError`.
         """
         await self._save_row(_record_row(record))
 
@@ -286,11 +294,14 @@ def _upsert(
 
 
 def _upsert_sql(param: Callable[[str], str]) -> str:
+    # A re-save without a recording must not forget the one already stored.
+    kept = {
+        "recording_path": "coalesce(excluded.recording_path, calls.recording_path)",
+        "recording_truncated": "CASE WHEN excluded.recording_path IS NULL "
+        "THEN calls.recording_truncated ELSE excluded.recording_truncated END",
+    }
     updates = [
-        # A re-save without a recording must not forget the one already stored.
-        f"{name} = coalesce(excluded.{name}, calls.{name})"
-        if name == "recording_path"
-        else f"{name} = excluded.{name}"
+        f"{name} = {kept.get(name, f'excluded.{name}')}"
         for name in _COLUMNS
         if name != "session_id"
     ]
@@ -330,7 +341,6 @@ def _record_row(record: CallRecord) -> Row:
     if record.remote_addr is not None:
         host, port = record.remote_addr
         remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    recording_path = getattr(record, "recording_path", None)  # not a CallRecord field yet
     return {
         "session_id": _text(record.session_id),
         "call_id": _text(record.call_id),
@@ -346,7 +356,8 @@ def _record_row(record: CallRecord) -> Row:
         "end_reason": _text(record.end_reason),
         "model": _text(record.model),
         "duration_s": duration,
-        "recording_path": _text(str(recording_path)) if recording_path is not None else None,
+        "recording_path": _text(record.recording_path),
+        "recording_truncated": bool(record.recording_truncated),
         "rtp": _jsonable(record.rtp.to_dict()),
         "dtmf": _jsonable(record.dtmf),
         "transcript": _jsonable(record.transcript),
@@ -376,6 +387,7 @@ def _row_dict(row: Mapping[str, object], *, detail: bool) -> Row:
         "dtmf": row["dtmf"],
         "duration_s": row["duration_s"],
         "recording_path": row["recording_path"],
+        "recording_truncated": bool(row["recording_truncated"]),
         "facts": row["facts"],
     }
     if detail:

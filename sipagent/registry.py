@@ -202,6 +202,10 @@ class CallRecord:
     "Per-turn measurements, e.g. response latency."
     facts: dict[str, str] = field(default_factory=dict)
     "What the call established, e.g. a reservation's confirmation_number."
+    recording_path: str | None = None
+    "The call's stereo WAV (caller left, agent right), written as the call runs; None: none."
+    recording_truncated: bool = False
+    "The recording stopped before the call ended (size cap reached, or the disk failed)."
 
     @property
     def ended(self) -> bool:
@@ -237,6 +241,8 @@ class CallRecord:
                 "tool_calls": [dict(call) for call in self.tool_calls],
                 "turns": [dict(turn) for turn in self.turns],
                 "facts": dict(self.facts),
+                "recording_path": self.recording_path,
+                "recording_truncated": self.recording_truncated,
                 "rtp": self.rtp.to_dict(),
             }
         )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import random
 import secrets
 import ssl
 import time
@@ -38,8 +37,11 @@ from .events import (
 )
 from .exceptions import RemoteProtocolError
 from .headers import NameAddress, SipUri, split_header_values
+from .logs import bind_session, call_context, detached_context, sniff_call_id
 from .offer_answer import Negotiated, SrtpPolicy, accept_answer, make_offer, negotiate
 from .policy import Action, EdgePolicy, EdgePolicyConfig, SourceAllowList, dialled_users, refusal
+from .recording import RecordingOptions
+from .registering import Registering
 from .registration import Registration, RegState
 from .registry import CallRecord, CallRegistry
 from .sdp import PCMA, PCMU, SessionDescription
@@ -183,12 +185,16 @@ class Server:
         """Whether calls use SRTP (SDES keys in the SDP)."""
         self.registration: Registration | None = None
         """Our registration with SIPAGENT_REGISTRAR, created by start()."""
+        self._registering: Registering | None = None
+        """The asyncio shell that keeps ``registration`` going."""
         self.calls: dict[Dialog, Call] = {}
         self._transfers: dict[Dialog, _PendingTransfer] = {}
         self.draining = False
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stats_task: asyncio.Task[None] | None = None
+        self.recordings: RecordingOptions | None = None
+        """Where calls are recorded (SIPAGENT_RECORDINGS_DIR), set by start(); None: off."""
 
     # -- lifecycle --------------------------------------------------------------------------
     def load_agents(self) -> None:
@@ -204,38 +210,15 @@ class Server:
 
     async def start(self) -> None:
         self.load_agents()
+        self.recordings = RecordingOptions.from_settings(self.settings)
         await self._start_transports()
         if self.settings.registrar is not None:
-            self.registration = self._new_registration()
-            self.ua.on_other_response = self.registration.receive_response
-            self._pump()
-
-    def _new_registration(self) -> Registration:
-        settings = self.settings
-        assert settings.registrar is not None and settings.registrar_user is not None
-        assert settings.registrar_password is not None
-        registrar = SipUri.parse(settings.registrar)
-        transport = registrar.transport
-        host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
-        port = self.transport.tls_port if transport == "tls" else self.transport.port
-        scheme = "sips" if registrar.scheme == "sips" else "sip"
-        suffix = "" if transport == "udp" or scheme == "sips" else f";transport={transport}"
-        user = settings.registrar_user
-        return Registration(
-            settings.registrar,
-            f"sip:{user}@{registrar.host}",
-            user,
-            settings.registrar_password.get_secret_value(),
-            contact=f"<{scheme}:{user}@{host}:{port}{suffix}>",
-            expires=settings.registrar_expires,
-            outbound_proxy=settings.outbound_proxy,
-            transport=transport,
-            local_sent_by=f"{host}:{port}",
-            new_token=lambda: secrets.token_hex(6),
-            now=self._now(),
-            random=random.random,
-            user_agent=settings.user_agent,
-        )
+            self._registering = Registering.from_settings(
+                self.settings, self.transport, self.public_host
+            )
+            self.registration = self._registering.registration
+            self.ua.on_other_response = self._registering.receive_response
+            self._registering.start()
 
     def registrations(self) -> list[dict[str, object]]:
         """State of our registrations, for GET /registrations."""
@@ -285,17 +268,10 @@ class Server:
             self._timer.cancel()
         await self.transport.close()
 
-    async def _unregister(self, timeout: float = 2.0) -> None:
+    async def _unregister(self) -> None:
         """Tell the registrar we are gone (Expires: 0), waiting a little for its answer."""
-        registration = self.registration
-        if registration is None or registration.state is RegState.UNREGISTERED:
-            return
-        registration.unregister(self._now())
-        self._pump()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while _still_registered(registration) and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        if self._registering is not None:
+            await self._registering.stop()
 
     # -- admin controller -------------------------------------------------------------------
     async def hangup(self, session_id: str) -> bool:
@@ -337,18 +313,21 @@ class Server:
             if answer is not None:
                 self.transport.send(*answer)
             return
-        try:
-            self.ua.receive(data, source, now)
-        except Exception:  # never let one message take the transport loop down
-            logger.exception("error handling SIP message from %s", source)
-        self._pump()
+        # Everything logged while handling the message (and every task it starts) is
+        # about its call.
+        call_id = sniff_call_id(data)
+        known = self.registry.by_call_id(call_id) if call_id is not None else None
+        with call_context(call_id, known.session_id if known is not None else None):
+            try:
+                self.ua.receive(data, source, now)
+            except Exception:  # never let one message take the transport loop down
+                logger.exception("error handling SIP message from %s", source)
+            self._pump()
 
     def _on_timer(self) -> None:
         self._timer = None
         now = self._now()
         self.ua.handle_timer(now)
-        if self.registration is not None:
-            self.registration.handle_timer(now)
         self._pump()
 
     def _pump(self) -> None:
@@ -359,22 +338,22 @@ class Server:
             event = self.ua.next_event()
             if event is None:
                 break
-            try:
-                self._handle_event(event)
-            except Exception:
-                logger.exception("error handling %s", type(event).__name__)
-        if self.registration is not None:
-            for data, destination in self.registration.messages_to_send():
-                self.transport.send(data, destination)
-        deadlines = [self.ua.get_timer()]
-        if self.registration is not None:
-            deadlines.append(self.registration.get_timer())
-        deadline = min((t for t in deadlines if t is not None), default=None)
+            dialog: Dialog = event.dialog
+            call = self.calls.get(dialog)
+            with call_context(dialog.call_id, call.session_id if call is not None else None):
+                try:
+                    self._handle_event(event)
+                except Exception:
+                    logger.exception("error handling %s", type(event).__name__)
+        deadline = self.ua.get_timer()
         if self._timer is not None and (deadline is None or self._timer.when() != deadline):
             self._timer.cancel()
             self._timer = None
         if deadline is not None and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+            # The one timer serves every call: not the one whose handling armed it.
+            self._timer = asyncio.get_running_loop().call_at(
+                deadline, self._on_timer, context=detached_context()
+            )
 
     def _handle_event(self, event: object) -> None:
         if isinstance(event, IncomingCall):
@@ -444,6 +423,7 @@ class Server:
             created_at=time.time(),
             model=self.settings.model,
         )
+        bind_session(record.session_id)
         for name, value in request.headers:
             # Twilio's call facts (X-Twilio-CallSid, -AccountSid …) go into the call record.
             if name.lower().startswith("x-twilio-"):
@@ -473,6 +453,7 @@ class Server:
                 transfer_target=self.settings.fallback_transfer_target,
                 on_transfer=self._transfer,
                 reservation=reservation,
+                recordings=self.recordings,
             )
         except Exception:
             reservation.release()
@@ -771,16 +752,12 @@ class Server:
         if call.dialog.state is DialogState.TERMINATED:
             return
         call.record.end_reason = reason
-        self.ua.hangup(call.dialog, self._now(), reason=reason)
-        self._pump()
+        with call_context(call.dialog.call_id, call.session_id):
+            self.ua.hangup(call.dialog, self._now(), reason=reason)
+            self._pump()
 
     async def _refresh_stats(self) -> None:
         while True:
             await asyncio.sleep(1.0)
             for call in list(self.calls.values()):
                 call.refresh_stats()
-
-
-def _still_registered(registration: Registration) -> bool:
-    """Not yet UNREGISTERED (a function, so the check is re-read on every loop)."""
-    return registration.state is not RegState.UNREGISTERED

@@ -196,12 +196,18 @@ class Settings(BaseSettings):
     """Seconds live calls may go on after SIGTERM/SIGINT before they are hung up."""
     user_agent: str = "sipagent/0.1"
     """User-Agent / Server header value."""
-    database_url: str = "sqlite:///data/sipagent.sqlite3"
-    """Where call history is stored."""
+    database_url: str = Field(
+        default="sqlite:///data/sipagent.sqlite3",
+        # "database_url" also matches DATABASE_URL in the environment (names ignore case).
+        validation_alias=AliasChoices("SIPAGENT_DATABASE_URL", "database_url"),
+    )
+    """Where call history is stored (SIPAGENT_DATABASE_URL, or DATABASE_URL as on Heroku & co)."""
     admin_token: SecretStr | None = None
     """Bearer token the admin API requires on everything but /health; None: no auth."""
     log_level: str = "INFO"
     """Logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
+    log_format: Literal["auto", "json", "text"] = "auto"
+    """Log lines: JSON objects, or text for people; auto: text when stderr is a terminal."""
     openai_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url")
     )
@@ -269,6 +275,10 @@ class Settings(BaseSettings):
     """Where to send callers when the model is unavailable (SIP/tel URI); None: hang up."""
     model_max_reconnects: int = 1
     """New model sessions tried per call after the model failed mid-call."""
+    recordings_dir: Path | None = None
+    """Directory of per-call stereo WAV recordings (caller left, agent right); None: off."""
+    recording_max_mb: float = 50.0
+    """Largest recording file in megabytes (10^6 bytes); the recording stops there."""
 
     @field_validator("tls_port")
     @classmethod
@@ -575,6 +585,21 @@ class Settings(BaseSettings):
     def _check_reconnects(cls, value: int) -> int:
         return _check_range(value, 0, 10)
 
+    @field_validator("recordings_dir", mode="before")
+    @classmethod
+    def _empty_dir_is_off(cls, value: object) -> object:
+        # TOML has no null: "" turns recording off.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("recording_max_mb")
+    @classmethod
+    def _check_recording_max_mb(cls, value: float) -> float:
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"must be a number of megabytes > 0 (got {value})")
+        return value
+
 
 def _check_range(value: int, low: int, high: int) -> int:
     if not low <= value <= high:
@@ -633,7 +658,9 @@ def _one_line(text: str) -> str:
 
 
 def env_name(field_name: str) -> str:
-    """The environment variable that sets a field."""
+    """The environment variable that sets a field (a name that already is one is kept)."""
+    if field_name.startswith(ENV_PREFIX):  # an alias such as SIPAGENT_DATABASE_URL
+        return field_name
     return _OPENAI_VARIABLES.get(field_name) or ENV_PREFIX + field_name.upper()
 
 

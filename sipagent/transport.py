@@ -7,6 +7,12 @@ connection that the peer opened (responses and in-dialog requests alike) or open
 TLS (RFC 3261 §26.3.1, RFC 5630) has its own port (5061 by convention). A connection is
 only registered for reuse once its handshake completed; a failed or stalled handshake is
 logged at INFO, counted in ``counters["tls_handshake_failures"]`` and closed.
+
+A sender that must know when its bytes could not leave (a registrar that is unreachable)
+passes ``on_error`` to :meth:`SipTransport.send`: it is called from the loop, never from
+within ``send``, with the exception when ``sendto`` fails, the name does not resolve or the
+connection (or TLS handshake) fails. Linux reports ICMP errors only to connected UDP sockets,
+so an unanswered datagram to a closed port is not one of these: that is the transaction's timeout.
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ from .exceptions import MessageParseError
 from .framing import StreamFramer
 from .transaction import Destination
 
-__all__ = ["SipTransport", "TlsConfig", "client_context", "server_context"]
+__all__ = ["SendErrorHandler", "SipTransport", "TlsConfig", "client_context", "server_context"]
 
 logger = logging.getLogger(__name__)
 
 MessageHandler = Callable[[bytes, Destination], None]
+SendErrorHandler = Callable[[Exception], None]
 
 #: Largest datagram read; SIP over UDP stays well under this (RFC 3261 §18.1.1).
 _MAX_DATAGRAM = 65_535
@@ -109,6 +116,8 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._owner = owner
         self.closed = asyncio.get_running_loop().create_future()
         """Done once the socket is closed and its port free again."""
+        self.send_error: Exception | None = None
+        """The last error the loop reported (a failed sendto calls error_received at once)."""
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
@@ -120,6 +129,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         logger.debug("UDP error: %s", exc)
+        self.send_error = exc
 
 
 class _StreamConnection(asyncio.Protocol):
@@ -228,8 +238,9 @@ class SipTransport:
         self._connections: dict[_Peer, _StreamConnection] = {}
         self._tls_connections: dict[_Peer, _StreamConnection] = {}
         # Messages waiting for a connection being opened, so that two sends to the same
-        # peer share one connection and keep their order.
+        # peer share one connection and keep their order; and who to tell if it fails.
         self._connecting: dict[tuple[str, str, int], list[bytes]] = {}
+        self._connect_error_handlers: dict[tuple[str, str, int], list[SendErrorHandler]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -298,27 +309,33 @@ class SipTransport:
     def _table(self, name: str) -> dict[_Peer, _StreamConnection]:
         return self._tls_connections if name == "tls" else self._connections
 
-    def send(self, data: bytes, destination: Destination) -> None:
+    def send(
+        self, data: bytes, destination: Destination, on_error: SendErrorHandler | None = None
+    ) -> None:
+        """Send ``data``; ``on_error`` is called later if it could not leave (module docstring)."""
         if self._closed:
             return
         if destination.transport == "udp":
             if self._udp is None:
                 return
             if _is_ip(destination.host):
-                self._udp.sendto(data, (destination.host, destination.port))
+                self._sendto(data, (destination.host, destination.port), on_error)
             else:
-                self._spawn(self._resolve_and_send(data, destination))
+                self._spawn(self._resolve_and_send(data, destination, on_error))
             return
         if destination.transport not in ("tcp", "tls") or (
             destination.transport == "tls" and self._tls_client_context is None
         ):
             logger.warning("no %s transport to reach %s", destination.transport, destination)
+            self._report(on_error, OSError(f"no {destination.transport} transport"))
             return
         connection = self._table(destination.transport).get((destination.host, destination.port))
         if connection is not None and connection.usable:
             connection.write(data)
             return
         key = (destination.transport, destination.host, destination.port)
+        if on_error is not None:
+            self._connect_error_handlers.setdefault(key, []).append(on_error)
         pending = self._connecting.get(key)
         if pending is not None:
             pending.append(data)
@@ -326,13 +343,32 @@ class SipTransport:
             self._connecting[key] = [data]
             self._spawn(self._connect_and_send(destination))
 
+    def _sendto(
+        self, data: bytes, address: tuple[str, int], on_error: SendErrorHandler | None
+    ) -> None:
+        udp, protocol = self._udp, self._udp_protocol
+        assert udp is not None and protocol is not None
+        # The loop hands a failed sendto (EACCES, ENETUNREACH...) to error_received at once.
+        protocol.send_error = None
+        udp.sendto(data, address)
+        error, protocol.send_error = protocol.send_error, None
+        if error is not None:
+            logger.info("cannot send to %s:%d: %s", address[0], address[1], error)
+            self._report(on_error, error)
+
+    def _report(self, on_error: SendErrorHandler | None, error: Exception) -> None:
+        if on_error is not None:
+            asyncio.get_running_loop().call_soon(on_error, error)
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         # Keep a reference: the loop only holds tasks weakly.
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _resolve_and_send(self, data: bytes, destination: Destination) -> None:
+    async def _resolve_and_send(
+        self, data: bytes, destination: Destination, on_error: SendErrorHandler | None
+    ) -> None:
         loop = asyncio.get_running_loop()
         udp = self._udp
         if udp is None:
@@ -345,9 +381,11 @@ class SipTransport:
             )
         except OSError as exc:
             logger.warning("cannot resolve %s: %s", destination.host, exc)
+            self._report(on_error, exc)
             return
         if infos and self._udp is not None:
-            self._udp.sendto(data, infos[0][4][:2])
+            host, port = infos[0][4][:2]
+            self._sendto(data, (str(host), int(port)), on_error)
 
     # -- TLS --------------------------------------------------------------------------------
     async def _serve_tls(self, listener: socket.socket) -> None:
@@ -431,18 +469,22 @@ class SipTransport:
                 _, connection = await loop.create_connection(
                     lambda: _StreamConnection(self, "tcp"), destination.host, destination.port
                 )
-        except _HandshakeFailed:
+        except _HandshakeFailed as exc:
             dropped = len(self._connecting.pop(key, []))
             logger.warning("no TLS with %s (%d message(s) dropped)", destination, dropped)
+            self._connect_failed(key, exc)
             return
         except OSError as exc:
             dropped = len(self._connecting.pop(key, []))
             logger.warning("cannot connect to %s (%d message(s) dropped): %s",
                            destination, dropped, exc)
+            self._connect_failed(key, exc)
             return
         except BaseException:
             self._connecting.pop(key, None)
+            self._connect_error_handlers.pop(key, None)
             raise
+        self._connect_error_handlers.pop(key, None)
         # Also reachable under the name it was asked for (it may be a host name).
         table = self._table(destination.transport)
         known = table.get((destination.host, destination.port))
@@ -452,6 +494,10 @@ class SipTransport:
             connection.write(data)
         if self._closed and connection.transport is not None:
             connection.transport.close()
+
+    def _connect_failed(self, key: tuple[str, str, int], error: Exception) -> None:
+        for on_error in self._connect_error_handlers.pop(key, []):
+            self._report(on_error, error)
 
     async def close(self) -> None:
         self._closed = True
@@ -466,6 +512,7 @@ class SipTransport:
         if self._tasks:
             await asyncio.wait(self._tasks)
         self._connecting.clear()
+        self._connect_error_handlers.clear()
         for connection in [*self._connections.values(), *self._tls_connections.values()]:
             if connection.transport is not None:
                 connection.transport.close()

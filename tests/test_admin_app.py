@@ -5,12 +5,19 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from admin.app import CallController, HistoryLike, TransferController, create_app
+from admin.app import (
+    CallController,
+    HistoryLike,
+    HistoryLookup,
+    TransferController,
+    create_app,
+)
 from admin.dashboard import SessionEvents
 from admin.metrics import Metrics
 from admin.server import AdminServer, start_admin
@@ -248,6 +255,7 @@ PROTECTED = [
     ("GET", "/ready", None, 200),
     ("GET", "/sessions", None, 200),
     ("GET", "/sessions/s00000000002", None, 200),
+    ("GET", "/sessions/s00000000002/recording", None, 404),
     ("DELETE", "/sessions/s00000000002", None, 202),
     ("POST", "/sessions/s00000000002/transfer", {"target": "sip:desk@pbx"}, 202),
     ("GET", "/metrics", None, 200),
@@ -617,3 +625,109 @@ async def test_registrations_are_listed_when_the_controller_registers() -> None:
         async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
             body = (await client.get("/registrations")).json()
         assert body == {"count": len(expected), "registrations": expected}
+
+
+# -- recordings -----------------------------------------------------------------------------
+
+WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(28)  # what is served is not parsed
+
+
+class RecordedHistory(FakeHistory):
+    """A history that also returns one call, recorded, by id."""
+
+    def __init__(self, rows: dict[str, dict[str, object]]) -> None:
+        super().__init__()
+        self.rows = rows
+
+    async def list(self, limit: int, offset: int) -> Mapping[str, object]:
+        return {"total": len(self.rows), "calls": list(self.rows.values())}
+
+    async def get(self, session_id: str) -> Mapping[str, object] | None:
+        return self.rows.get(session_id)
+
+
+@pytest.fixture
+def recordings(tmp_path: Path) -> Path:
+    day = tmp_path / "rec" / "20240501"
+    day.mkdir(parents=True)
+    for name in ("s00000000002.wav", "notes.txt"):
+        (day / name).write_bytes(WAV)
+    (tmp_path / "secret.wav").write_bytes(b"not yours")
+    return tmp_path / "rec"
+
+
+@pytest.fixture
+async def recorded(
+    registry: CallRegistry, recordings: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    day = recordings / "20240501"
+    stored = {
+        2: str(day / "s00000000002.wav"),
+        1: str(day / ".." / ".." / "secret.wav"),  # outside the recordings dir
+        3: str(day / "notes.txt"),  # not a WAV
+    }
+    for n, path in stored.items():
+        record = registry.get(f"s{n:011d}")
+        assert record is not None
+        record.recording_path = path
+    history = RecordedHistory({
+        "h1": {"session_id": "h1", "recording_path": str(day / "s00000000002.wav")},
+        "h2": {"session_id": "h2", "recording_path": str(day / "gone.wav")},
+        "h3": {"session_id": "h3", "recording_path": None},
+    })
+    app = create_app(registry, RecordingController(registry), token=TOKEN, history=history,
+                     recordings_dir=recordings)
+    async with in_process_client(app) as client:
+        yield client
+
+
+async def test_recording_of_a_call_is_served_as_wav(recorded: httpx.AsyncClient) -> None:
+    response = await recorded.get("/sessions/s00000000002/recording", headers=AUTH)
+    assert response.status_code == 200
+    assert response.content == WAV
+    assert response.headers["content-type"] == "audio/wav"
+    assert 'filename="s00000000002.wav"' in response.headers["content-disposition"]
+    assert (await recorded.get("/sessions/s00000000002/recording")).status_code == 401
+    detail = (await recorded.get("/sessions/s00000000002", headers=AUTH)).json()
+    assert detail["recording_url"] == "/sessions/s00000000002/recording"
+    assert detail["recording_path"].endswith("s00000000002.wav")
+    assert detail["recording_truncated"] is False
+
+
+@pytest.mark.parametrize(
+    "session_id",
+    ["s00000000001", "s00000000003", "s00000000004", "nope", "h2", "h3", "..%2F..%2Fsecret"],
+)
+async def test_no_recording_outside_the_dir_or_without_one(
+    recorded: httpx.AsyncClient, session_id: str
+) -> None:
+    response = await recorded.get(f"/sessions/{session_id}/recording", headers=AUTH)
+    assert response.status_code == 404
+    assert b"not yours" not in response.content
+
+
+async def test_ended_call_recording_comes_from_the_history(recorded: httpx.AsyncClient) -> None:
+    response = await recorded.get("/sessions/h1/recording", headers=AUTH)
+    assert response.status_code == 200 and response.content == WAV
+
+
+async def test_history_rows_link_their_recording(recorded: httpx.AsyncClient) -> None:
+    rows = (await recorded.get("/history", headers=AUTH)).json()["calls"]
+    assert [row["recording_url"] for row in rows] == [
+        "/sessions/h1/recording", "/sessions/h2/recording", None,
+    ]
+    detail = (await recorded.get("/sessions/s00000000004", headers=AUTH)).json()
+    assert detail["recording_url"] is None
+
+
+async def test_recordings_are_not_served_without_a_recordings_dir(
+    registry: CallRegistry, recordings: Path
+) -> None:
+    record = registry.get("s00000000002")
+    assert record is not None
+    record.recording_path = str(recordings / "20240501" / "s00000000002.wav")
+    assert isinstance(RecordedHistory({}), HistoryLookup)
+    assert not isinstance(FakeHistory(), HistoryLookup)
+    async with in_process_client(create_app(registry, RecordingController(registry))) as client:
+        response = await client.get("/sessions/s00000000002/recording")
+    assert response.status_code == 404

@@ -8,13 +8,17 @@ small scripted ModelSession written here that lets a test emit model events.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import socket
 import time
 import uuid
+import wave
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import pytest
 from aiortc.rtp import RtpPacket
 
@@ -37,6 +41,7 @@ from sipagent.call import Call, ModelLink, ObservationHandler, WatchedPlayout
 from sipagent.dialog import Dialog
 from sipagent.message import Request, parse_message
 from sipagent.offer_answer import Negotiated, negotiate
+from sipagent.recording import RecordingOptions
 from sipagent.registry import CallRecord, CallRegistry
 from sipagent.sdp import Direction, SessionDescription
 from sipagent.transaction import Destination
@@ -215,7 +220,8 @@ class Harness:
     def call(self, model: ModelSession | None = None, *, inactivity: float = 30.0,
              hold_inactivity: float = 3600.0,
              model_factory: Callable[..., ModelSession] | None = None,
-             max_reconnects: int = 0, transfer_target: str | None = None) -> Call:
+             max_reconnects: int = 0, transfer_target: str | None = None,
+             recordings: RecordingOptions | None = None) -> Call:
         invite = invite_for(self.peer.port)
         dialog = Dialog(invite, local_tag="agent1", transport="udp",
                         source=Destination("udp", LOCALHOST, 5099),
@@ -238,6 +244,7 @@ class Harness:
             on_hangup=lambda _call, reason: self.hangups.append(reason),
             open_timeout=2.0, max_reconnects=max_reconnects, transfer_target=transfer_target,
             on_transfer=lambda _call, target, reason: self.transfers.append((target, reason)),
+            recordings=recordings,
         )
         self.calls.append(call)
         return call
@@ -652,6 +659,69 @@ def test_watched_playout_reports_each_tagged_frame_sent() -> None:
     playout.push(b"c", "x")
     assert [playout.pop() for _ in range(4)] == [b"a", b"b", b"c", None]
     assert sent == [("x", 20), ("x", 40)]
+    frames: list[bytes] = []
+    playout.on_audio = frames.append  # the recording hears every frame that leaves
+    playout.push(b"d", None)
+    playout.push(b"e", "y")
+    assert [playout.pop() for _ in range(3)] == [b"d", b"e", None]
+    assert frames == [b"d", b"e"]
+
+
+# -- recording --------------------------------------------------------------------------------
+
+
+def channel_levels(path: Path) -> np.ndarray:
+    """Peak level of (left, right) per 20 ms of a stereo WAV."""
+    with wave.open(str(path), "rb") as wav:
+        audio = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").reshape(-1, 2)
+    whole = audio[: audio.shape[0] // 160 * 160].reshape(-1, 160, 2)
+    return np.abs(whole.astype(np.int32)).max(axis=1)
+
+
+async def test_recording_follows_the_call_and_skips_what_hold_keeps_unheard(
+    harness: Harness, tmp_path: Path
+) -> None:
+    options = RecordingOptions(directory=tmp_path, max_bytes=10**7)
+    call = harness.call(EchoModel(), recordings=options)
+    ours = await harness.answered(call)
+    assert call.recording is not None
+    path = Path(call.record.recording_path or "")
+    assert path == call.recording.path and path.name == f"{call.session_id}.wav"
+    loud = b"\x80" * 160  # μ-law full scale, negative
+    await harness.peer.stream(ours, [loud] * 25)
+    call.apply_negotiation(harness.negotiate(call, "sendonly"))  # the caller holds us
+    assert not call.recording.sending
+    await harness.peer.stream(ours, [loud] * 25)
+    call.apply_negotiation(harness.negotiate(call, "sendrecv"))
+    assert call.recording.sending
+    await harness.peer.stream(ours, [loud] * 25)
+    await asyncio.sleep(0.2)
+    await call.close("bye")
+    assert not call.record.recording_truncated
+
+    levels = channel_levels(path)
+    left, right = levels[:, 0] > 10000, levels[:, 1] > 10000
+    print(f"frames: {len(levels)}, caller loud {left.sum()}, agent loud {right.sum()}")
+    # The caller is recorded all along, hold or not; our echo only while it reaches the
+    # caller (25 of the 75 frames are held): one long stretch of caller without agent.
+    assert left.sum() >= 60 and right.sum() >= 35
+    unheard = [len(list(run)) for loud, run in itertools.groupby(left & ~right) if loud]
+    assert max(unheard) >= 15, unheard
+
+
+async def test_a_recording_that_cannot_start_costs_the_recording_only(
+    harness: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    options = RecordingOptions(directory=blocker, max_bytes=10**6)
+    call = harness.call(EchoModel(), recordings=options)
+    ours = await harness.answered(call)
+    assert call.recording is None and call.record.recording_path is None
+    assert any("cannot record the call" in r.getMessage() for r in caplog.records)
+    sent = [bytes([0x10 + i]) * 160 for i in range(10)]
+    await harness.peer.stream(ours, sent)
+    await wait_for(lambda: sent[-1] in harness.peer.payloads())
 
 
 # -- hold -------------------------------------------------------------------------------------
@@ -709,7 +779,8 @@ async def test_close_releases_everything(
     assert record.state == "ended"
     assert harness.registry.active() == []
     assert harness.registry.get(record.session_id) is record
-    assert "[call-test-1@127.0.0.1] call ended: remote-bye" in caplog.text
+    assert [getattr(r, "call_id", None) for r in caplog.records
+            if r.getMessage() == "call ended: remote-bye"] == ["call-test-1@127.0.0.1"]
 
     ended_at = record.ended_at
     await call.close("again")  # harmless

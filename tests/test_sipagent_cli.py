@@ -78,6 +78,7 @@ def test_invalid_setting_in_the_environment(
         ("sip_port = \n", "invalid TOML"),
         ('rtp_port_min = 20000\nrtp_port_max = 10000\n', "SIPAGENT_RTP_PORT_MAX"),
         ('model = "openai"\n', "OPENAI_API_KEY"),
+        ('log_format = "xml"\n', "SIPAGENT_LOG_FORMAT"),
     ],
 )
 def test_config_file_errors_are_one_line(
@@ -167,18 +168,29 @@ def agent_env(sip_port: int, admin_port: int, **extra: str) -> dict[str, str]:
     return env
 
 
+def console_script() -> Path | None:
+    """The installed ``sipagent`` command next to this interpreter, if any."""
+    script = Path(sys.executable).with_name("sipagent")
+    return script if script.exists() else None
+
+
 async def spawn(
     tmp_path: Path, *, sip_port: int | None = None, admin_port: int | None = None,
-    module: str = "sipagent.cli", **extra: str,
+    module: str = "sipagent.cli", script: Path | None = None, stderr_fd: int | None = None,
+    **extra: str,
 ) -> Agent:
+    """Start ``python -m module run`` (or ``script run``); output goes to stderr.txt, or
+    stderr alone to ``stderr_fd`` (a terminal, say) when given."""
     sip_port = sip_port or free_port(udp=True, tcp=True)
     admin_port = admin_port or free_tcp_port()
     stderr_path = tmp_path / "stderr.txt"
-    with stderr_path.open("wb") as stderr:
+    command = [str(script)] if script is not None else [sys.executable, "-m", module]
+    with stderr_path.open("wb") as output:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", module, "run",
+            *command, "run",
             cwd=tmp_path, env=agent_env(sip_port, admin_port, **extra),
-            stdin=asyncio.subprocess.DEVNULL, stdout=stderr, stderr=stderr,
+            stdin=asyncio.subprocess.DEVNULL, stdout=output,
+            stderr=output if stderr_fd is None else stderr_fd,
         )
     return Agent(process, sip_port, admin_port, stderr_path)
 
@@ -300,8 +312,8 @@ async def test_admin_port_in_use_is_one_line(tmp_path: Path, agents: list[Agent]
 
 
 async def test_console_script_reports_config_errors(tmp_path: Path) -> None:
-    script = Path(sys.executable).with_name("sipagent")
-    if not script.exists():
+    script = console_script()
+    if script is None:
         pytest.skip("the sipagent console script is not installed in this environment")
     env = agent_env(free_port(udp=True, tcp=True), free_tcp_port(), SIPAGENT_SIP_PORT="70000")
     process = await asyncio.create_subprocess_exec(

@@ -38,6 +38,7 @@ from sipagent.settings import ConfigError
 
 T0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 SETTING = "SIPAGENT_DATABASE_URL"
+KNOWN_VERSIONS = [migration.version for migration in history.MIGRATIONS]
 
 
 # --- a throwaway PostgreSQL server -------------------------------------------------------------
@@ -209,7 +210,7 @@ def expected_detail(record: CallRecord, **extra: object) -> dict[str, object]:
     duration = 0.0
     if record.answered_at is not None and record.ended_at is not None:
         duration = record.ended_at - record.answered_at
-    return record.to_detail() | {"duration_s": duration, "recording_path": None} | extra
+    return record.to_detail() | {"duration_s": duration} | extra
 
 
 # --- the store, on both databases --------------------------------------------------------------
@@ -321,18 +322,28 @@ async def test_duration_is_talk_time(store: HistoryStore) -> None:
     ]
 
 
-class RecordedCall(CallRecord):
-    """A record that also knows where its recording went (not a CallRecord field yet)."""
+async def test_recording_path_and_truncated_flag_round_trip(store: HistoryStore) -> None:
+    recorded = make_record(recording_path="/rec/20240501/s1.wav", recording_truncated=True)
+    await store.save(recorded)
+    assert await store.get(recorded.session_id) == expected_detail(recorded)
+    (row,) = await store.list()
+    assert (row["recording_path"], row["recording_truncated"]) == ("/rec/20240501/s1.wav", True)
 
 
 async def test_resave_without_recording_keeps_the_stored_path(store: HistoryStore) -> None:
-    recorded = RecordedCall(**{name: getattr(make_record(), name) for name in CallRecord.__slots__})
-    recorded.recording_path = "recordings/s1.wav"  # type: ignore[attr-defined]
+    recorded = make_record(recording_path="recordings/s1.wav", recording_truncated=True)
     await store.save(recorded)
     await store.save(make_record(end_reason="admin"))
     row = await store.get(recorded.session_id)
     assert row is not None
-    assert (row["recording_path"], row["end_reason"]) == ("recordings/s1.wav", "admin")
+    assert (row["recording_path"], row["recording_truncated"], row["end_reason"]) == (
+        "recordings/s1.wav", True, "admin",
+    )
+    # A new recording replaces both.
+    await store.save(make_record(recording_path="recordings/s2.wav"))
+    row = await store.get(recorded.session_id)
+    assert row is not None
+    assert (row["recording_path"], row["recording_truncated"]) == ("recordings/s2.wav", False)
 
 
 async def test_closed_store_raises_history_error(database_url: str) -> None:
@@ -350,7 +361,7 @@ async def test_reopening_keeps_the_calls_and_migrates_once(database_url: str) ->
         await store.save(make_record())
     async with await open_history(database_url) as store:
         assert (await store.list()).total == 1
-    assert schema_versions(database_url) == [1, 2]
+    assert schema_versions(database_url) == KNOWN_VERSIONS
 
 
 async def test_a_new_migration_is_applied_once_in_order(
@@ -359,7 +370,7 @@ async def test_a_new_migration_is_applied_once_in_order(
     async with await open_history(database_url) as store:
         await store.save(make_record())
     added = Migration(
-        version=3,
+        version=KNOWN_VERSIONS[-1] + 1,
         description="call rating",
         statements=("ALTER TABLE calls ADD COLUMN rating {real}",),
     )
@@ -367,7 +378,7 @@ async def test_a_new_migration_is_applied_once_in_order(
     for _ in range(2):  # the second open must not add the column again
         async with await open_history(database_url) as store:
             assert (await store.list()).total == 1
-    assert schema_versions(database_url) == [1, 2, 3]
+    assert schema_versions(database_url) == [*KNOWN_VERSIONS, added.version]
 
 
 async def test_a_schema_newer_than_the_code_is_refused(
@@ -375,7 +386,8 @@ async def test_a_schema_newer_than_the_code_is_refused(
 ) -> None:
     await (await open_history(database_url)).close()
     monkeypatch.setattr(history, "MIGRATIONS", ())
-    with pytest.raises(ConfigError, match=rf"^{SETTING}: .*schema is version 2, newer") as caught:
+    refused = rf"^{SETTING}: .*schema is version {KNOWN_VERSIONS[-1]}, newer"
+    with pytest.raises(ConfigError, match=refused) as caught:
         await open_history(database_url)
     assert caught.value.setting == SETTING
 
@@ -385,7 +397,7 @@ async def test_concurrent_opens_migrate_once(database_url: str) -> None:
     await asyncio.gather(*(store.save(make_record(n)) for n, store in enumerate(stores)))
     for store in stores:
         await store.close()
-    assert schema_versions(database_url) == [1, 2]
+    assert schema_versions(database_url) == KNOWN_VERSIONS
 
 
 # --- SQLite specifics --------------------------------------------------------------------------

@@ -484,6 +484,31 @@ def test_transport_error_backs_off() -> None:
     assert h.reg.failures == 1
 
 
+def test_transport_error_during_refresh_keeps_the_binding_and_retries() -> None:
+    h = Harness(expires=600, transport="tcp", jitter=itertools.repeat(1.0))
+    registrar = Registrar()
+    h.advance(0.0)
+    h.register_through(registrar)
+    refresh_at = refresh_delay(600)
+    h.advance(refresh_at)
+    refresh = h.one()
+    h.reg.transport_error(refresh_at, "transport error: Connection refused")
+    assert h.reg.state is RegState.BACKOFF
+    assert h.reg.registered  # the binding still runs until expires_at
+    assert h.reg.expires_at == pytest.approx(600.0)
+    assert h.reg.get_timer() == pytest.approx(refresh_at + BACKOFF_BASE)  # no transaction left
+    assert h.sent() == []
+    h.advance(refresh_at + BACKOFF_BASE)
+    retry = h.one()  # a new transaction, the same registration
+    assert retry.top_via.branch != refresh.top_via.branch
+    assert retry.call_id == refresh.call_id and retry.cseq.seq == refresh.cseq.seq + 1
+    assert retry.headers.get("Authorization") is not None  # still preemptive
+    h.deliver(registrar.handle(retry, h.now))  # stale by now: a new nonce, answered
+    h.register_through(registrar)
+    assert h.reg.state is RegState.REGISTERED
+    assert h.reg.failures == 0 and h.reg.last_error is None
+
+
 def test_binding_lapses_during_backoff() -> None:
     h = Harness(expires=60)
     registrar = Registrar()
@@ -531,7 +556,7 @@ def test_unregister_answers_a_challenge() -> None:
     assert h.reg.state is RegState.UNREGISTERED
 
 
-@pytest.mark.parametrize("failure", ["timeout", "403", "bad credentials"])
+@pytest.mark.parametrize("failure", ["timeout", "403", "bad credentials", "transport"])
 def test_unregister_failures_end_unregistered(failure: str) -> None:
     h = Harness()
     registrar = Registrar()
@@ -541,6 +566,8 @@ def test_unregister_failures_end_unregistered(failure: str) -> None:
     request = h.one()
     if failure == "timeout":
         h.advance(64 * T1)
+    elif failure == "transport":
+        h.reg.transport_error(0.0, "transport error: Connection refused")
     elif failure == "403":
         h.deliver(make_response(request, 403, to_tag="r"))
     else:

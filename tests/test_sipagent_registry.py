@@ -38,6 +38,8 @@ DETAIL_KEYS = SUMMARY_KEYS | {
     "tool_calls",
     "turns",
     "facts",
+    "recording_path",
+    "recording_truncated",
 }
 
 
@@ -298,6 +300,7 @@ def test_new_record_defaults() -> None:
     detail = record.to_detail()
     assert detail["codec"] is None
     assert detail["remote_addr"] is None
+    assert (detail["recording_path"], detail["recording_truncated"]) == (None, False)
     assert detail["rtp"]["packets_in"] == 0  # type: ignore[index]
 
 

@@ -118,6 +118,18 @@ def test_openai_base_url_from_openai_variable_and_dotenv(
     assert load_settings(openai_base_url="http://other/v1").openai_base_url == "http://other/v1"
 
 
+def test_database_url_from_plain_database_url_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://agent@db.example.com/calls")
+    assert load_settings().database_url == "postgresql://agent@db.example.com/calls"
+    # The product's own variable wins when both are set.
+    monkeypatch.setenv("SIPAGENT_DATABASE_URL", "sqlite:///data/other.sqlite3")
+    assert load_settings().database_url == "sqlite:///data/other.sqlite3"
+    monkeypatch.delenv("SIPAGENT_DATABASE_URL")
+    monkeypatch.setenv("DATABASE_URL", "calls.db")
+    with pytest.raises(ConfigError, match=r"^SIPAGENT_DATABASE_URL: must be a URL"):
+        load_settings()
+
+
 def test_openai_model_is_created_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     from bridge import create_model
     from bridge.openai_realtime import OpenAIRealtimeModel

@@ -276,6 +276,36 @@ async def test_tcp_connect_failure_is_logged_not_raised(
     assert not transport._connecting
 
 
+async def test_send_failures_reach_on_error_later_and_successes_do_not(
+    transport: SipTransport,
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind((LOCALHOST, 0))
+        closed_port = probe.getsockname()[1]
+    peer = await udp_peer()
+    errors: dict[str, list[Exception]] = {}
+    cases = {
+        "refused": Destination("tcp", LOCALHOST, closed_port),
+        "broadcast": Destination("udp", "255.255.255.255", 5060),  # EACCES without SO_BROADCAST
+        "unresolvable": Destination("udp", "registrar.invalid", 5060),
+        "no tls": Destination("tls", LOCALHOST, 5061),
+        "delivered": Destination("udp", LOCALHOST, peer.port),
+    }
+    for name, destination in cases.items():
+        transport.send(b"x", destination, errors.setdefault(name, []).append)
+        assert errors[name] == []  # never from within send()
+    assert await peer.get() == b"x"
+    await wait_for(lambda: all(errors[name] for name in cases if name != "delivered"), 15.0)
+    assert isinstance(errors["refused"][0], ConnectionRefusedError)
+    assert isinstance(errors["broadcast"][0], PermissionError)
+    assert isinstance(errors["unresolvable"][0], socket.gaierror)
+    assert str(errors["no tls"][0]) == "no tls transport"
+    assert errors["delivered"] == []
+    assert not transport._connect_error_handlers
+    assert peer.transport is not None
+    peer.transport.close()
+
+
 async def test_tcp_idle_connection_is_closed(inbox: Inbox) -> None:
     transport = SipTransport(LOCALHOST, 0, inbox, tcp_idle_timeout=0.2)
     await transport.start()

@@ -83,14 +83,15 @@ def error(code: str, message: str, **details: Any) -> ToolResult:
 
 
 class _CallLog(logging.LoggerAdapter[logging.Logger]):
-    """Prefix every line with the Call-ID, like the call's own log."""
+    """Every line carries the Call-ID (``extra``), like the call's own log."""
 
     def process(self, msg: str, kwargs: Any) -> tuple[str, Any]:
-        return f"[{(self.extra or {}).get('call_id', '?')}] {msg}", kwargs
+        # sipagent.logs prints the Call-ID from the record, not from the text.
+        return msg, {**kwargs, "extra": {**(self.extra or {}), **kwargs.get("extra", {})}}
 
 
 def call_log(log: logging.Logger, ctx: AgentCallContext) -> logging.LoggerAdapter[logging.Logger]:
-    """``log`` with every line prefixed by the call's Call-ID."""
+    """``log`` with the call's Call-ID on every line."""
     return _CallLog(log, {"call_id": ctx.call.call_id})
 
 
