@@ -118,13 +118,8 @@ class SrtpContext:
             ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
             srtp_profile=profile,
         )
-        inbound = pylibsrtp.Policy(
-            key=_check_key("remote_key", remote_key),
-            ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
-            srtp_profile=profile,
-        )
         self._outbound = pylibsrtp.Session(outbound)
-        self._inbound = pylibsrtp.Session(inbound)
+        self._inbound = self._inbound_session(remote_key)
         self.protected = 0
         self.unprotected = 0
         self.auth_failures = 0
@@ -134,6 +129,24 @@ class SrtpContext:
 
     def __repr__(self) -> str:  # never the keys
         return f"<SrtpContext {self.suite}>"
+
+    def _inbound_session(self, remote_key: bytes) -> pylibsrtp.Session:
+        policy = pylibsrtp.Policy(
+            key=_check_key("remote_key", remote_key),
+            ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
+            srtp_profile=_PROFILES[self.suite],
+        )
+        return pylibsrtp.Session(policy)
+
+    def update_remote_key(self, remote_key: bytes) -> None:
+        """The peer re-keyed (a re-offer with a new ``a=crypto``, same suite, our key kept):
+        check its packets with ``remote_key`` from now on.
+
+        Only the inbound session is replaced. The outbound one carries on with its rollover
+        counter and SRTCP index: a new context under our unchanged key would start them again
+        and encrypt new packets with keystream already used (RFC 3711 section 9.1).
+        """
+        self._inbound = self._inbound_session(remote_key)
 
     # -- outbound -----------------------------------------------------------------------------
 

@@ -224,6 +224,56 @@ def test_protect_failures_are_counted_not_raised() -> None:
     assert alice.protect_failures == 3 and alice.protected == 1
 
 
+# --- re-keying --------------------------------------------------------------------------
+
+KEY_C = bytes(range(201, 231))
+
+
+def srtcp_index(packet: bytes) -> int:
+    """The SRTCP index (E flag masked off) of a protected RTCP packet."""
+    return int(struct.unpack_from("!I", packet, len(packet) - 14)[0]) & 0x7FFF_FFFF
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_peer_rekey_keeps_our_outbound_state(suite: SrtpSuite) -> None:
+    # A re-offer brought the peer's new key; ours is unchanged, so our outbound session must
+    # go on where it was: same SRTCP index sequence, no packet index protected twice.
+    ours, peer = pair(suite)
+    before = [ours.protect_rtcp(rtcp_sr()) for _ in range(3)]
+    assert ours.protect(rtp(65535)) is not None
+    ours.update_remote_key(KEY_C)
+    after = [ours.protect_rtcp(rtcp_sr()) for _ in range(3)]
+    assert ours.protect(rtp(0)) is not None  # the rollover counter went on to 1
+    indexes = [srtcp_index(p) for p in before + after if p is not None]
+    assert indexes == [1, 2, 3, 4, 5, 6]
+    assert not set(before) & set(after)  # no ciphertext repeated: no keystream reused
+    assert ours.protect_failures == 0
+    # The peer still decrypts all of it (its inbound state is untouched).
+    assert all(peer.unprotect_rtcp(p) == rtcp_sr() for p in after if p is not None)
+    # What the peer now sends under its new key is accepted; under the old one, refused.
+    rekeyed_peer = SrtpContext(suite, KEY_C, KEY_A)
+    old_key = peer.protect(rtp(7))
+    new_key = rekeyed_peer.protect(rtp(8))
+    assert old_key is not None and new_key is not None
+    assert ours.unprotect(old_key) is None and ours.auth_failures == 1
+    assert ours.unprotect(new_key) == rtp(8)
+
+
+def test_a_fresh_context_under_the_same_key_repeats_keystream() -> None:
+    # Why update_remote_key exists: rebuilding the context for a peer re-key restarts our
+    # SRTCP index under our unchanged key, and identical input gives identical output.
+    suite = SrtpSuite.AES_CM_128_HMAC_SHA1_80
+    first = SrtpContext(suite, KEY_A, KEY_B).protect_rtcp(rtcp_sr())
+    again = SrtpContext(suite, KEY_A, KEY_C).protect_rtcp(rtcp_sr())
+    assert first is not None and first == again
+
+
+def test_rekey_with_a_bad_key_is_rejected() -> None:
+    ours, _ = pair(SrtpSuite.AES_CM_128_HMAC_SHA1_80)
+    with pytest.raises(ValueError):
+        ours.update_remote_key(KEY_C[:29])
+
+
 # --- construction ----------------------------------------------------------------------
 
 

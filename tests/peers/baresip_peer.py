@@ -15,6 +15,11 @@ as JSON netstrings; call events (``CALL_ESTABLISHED``, ``CALL_CLOSED``...) come 
         await phone.wait_event("CALL_CLOSED")
     phone.received_wav()  # what the far end sent, as baresip decoded it
 
+SDES-SRTP: ``mediaenc="srtp-mand"`` loads the ``srtp`` module and puts ``;mediaenc=srtp-mand``
+on the account line, so the offer is RTP/SAVP with ``a=crypto`` lines (``"srtp"``: RTP/AVP with
+``a=crypto``, best effort; ``"srtp-mandf"``: RTP/SAVPF). :func:`baresip_srtp_available` says
+whether the module is installed.
+
 Notes on this version: ``aufile`` ends the call when its WAV runs out ("end of file"), so pad
 the WAV if the test hangs up itself; ``-t`` and ``-e`` exist but ctrl_tcp gives events back.
 """
@@ -34,12 +39,22 @@ from typing import Any
 
 from tests.peers.harness import free_udp_range
 
-__all__ = ["Baresip", "BaresipError", "baresip_available", "free_tcp_port"]
+__all__ = [
+    "MEDIAENC",
+    "Baresip",
+    "BaresipError",
+    "baresip_available",
+    "baresip_srtp_available",
+    "free_tcp_port",
+]
 
 BARESIP = shutil.which("baresip")
 MODULE_PATH = Path("/usr/lib/baresip/modules")
 MODULES = ("g711.so", "aufile.so", "aubridge.so", "sndfile.so")
 APP_MODULES = ("account.so", "menu.so", "ctrl_tcp.so")
+SRTP_MODULE = "srtp.so"
+#: ``mediaenc`` values of the srtp module: best effort (RTP/AVP), RTP/SAVP, RTP/SAVPF.
+MEDIAENC = ("srtp", "srtp-mand", "srtp-mandf")
 
 CONFIG = """\
 poll_method\t\tepoll
@@ -63,6 +78,11 @@ snd_path\t\t{snd_path}
 """
 
 
+# How the -s trace frames each SIP message (terminal colour codes around it).
+_TRACE_START = "\x1b[36;1m#\n"
+_TRACE_END = "\x1b[;m"
+
+
 class BaresipError(RuntimeError):
     """baresip did not start, or an awaited event did not come."""
 
@@ -70,6 +90,11 @@ class BaresipError(RuntimeError):
 def baresip_available() -> bool:
     """The binary and every module this peer loads are installed."""
     return BARESIP is not None and all((MODULE_PATH / m).exists() for m in (*MODULES, *APP_MODULES))
+
+
+def baresip_srtp_available() -> bool:
+    """:func:`baresip_available` and the ``srtp`` module (SDES) is installed too."""
+    return baresip_available() and (MODULE_PATH / SRTP_MODULE).exists()
 
 
 def free_tcp_port() -> int:
@@ -96,7 +121,10 @@ class Baresip:
         sip_port: int | None = None,
         rtp_ports: tuple[int, int] | None = None,
         ready_timeout: float = 10.0,
+        mediaenc: str | None = None,
     ) -> None:
+        if mediaenc is not None and mediaenc not in MEDIAENC:
+            raise ValueError(f"mediaenc must be one of {MEDIAENC}, not {mediaenc!r}")
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.play = Path(play)
@@ -108,6 +136,7 @@ class Baresip:
             rtp_ports = (base, base + 39)
         self.rtp_ports = rtp_ports
         self.ready_timeout = ready_timeout
+        self.mediaenc = mediaenc
         self.log_path = self.workdir / "baresip.log"
         self.events: list[dict[str, Any]] = []
         self.responses: list[dict[str, Any]] = []
@@ -124,8 +153,12 @@ class Baresip:
         return f"sip:baresip@127.0.0.1:{self.sip_port}"
 
     def write_config(self) -> None:
+        media_modules = (*MODULES, SRTP_MODULE) if self.mediaenc else MODULES
         modules = "\n".join(
-            [*(f"module\t\t\t{m}" for m in MODULES), *(f"module_app\t\t{m}" for m in APP_MODULES)]
+            [
+                *(f"module\t\t\t{m}" for m in media_modules),
+                *(f"module_app\t\t{m}" for m in APP_MODULES),
+            ]
         )
         (self.workdir / "config").write_text(
             CONFIG.format(
@@ -142,7 +175,10 @@ class Baresip:
         # regint=0: no REGISTER, the account only gives the From identity; in this version the
         # codec list is an account parameter (a global audio_codecs line is ignored)
         codecs = ",".join(f"{name}/8000/1" for name in self.codecs.split(","))
-        (self.workdir / "accounts").write_text(f"<{self.aor}>;regint=0;audio_codecs={codecs}\n")
+        account = f"<{self.aor}>;regint=0;audio_codecs={codecs}"
+        if self.mediaenc:
+            account += f";mediaenc={self.mediaenc}"
+        (self.workdir / "accounts").write_text(account + "\n")
         (self.workdir / "contacts").write_text("")
 
     async def start(self) -> None:
@@ -279,6 +315,14 @@ class Baresip:
     def log(self) -> str:
         """baresip's output so far (with the SIP trace)."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def sip_trace(self) -> list[tuple[str, str]]:
+        """The SIP messages of the ``-s`` trace so far: (``"UDP a:p -> b:q"``, message text)."""
+        messages = []
+        for block in self.log().split(_TRACE_START)[1:]:
+            route, _, message = block.partition("\n")
+            messages.append((route, message.split(_TRACE_END, 1)[0]))
+        return messages
 
     def received_wav(self) -> Path:
         """The sndfile dump of the decoded audio baresip received (the last call's)."""

@@ -10,6 +10,12 @@ Echo server (answers, connects each call's audio back to itself, like ``pjsua --
 
     python -m tests.peers.pjsua_peer --serve-echo --port 5070 --max-calls 1 --serve-seconds 60
 
+SDES-SRTP caller: ``--srtp mandatory`` offers RTP/SAVP only (``optional``: RTP/AVP with
+``a=crypto``), over plain UDP signalling (``srtpSecureSignaling = 0``); ``--srtp-crypto
+AES_CM_128_HMAC_SHA1_32`` restricts the offered suites (PJSIP's default order otherwise). The
+JSON then carries the offer PJSIP sent (``local_sdp``) and the SDP of the final response
+(``remote_sdp``).
+
 From Python use :func:`run_caller` and :func:`start_echo_server`. Everything binds 127.0.0.1, the
 audio device is PJSIP's null device (no sound card: it only provides the 20 ms clock), the
 conference bridge runs at 8 kHz, VAD and echo cancellation are off, PCMU (or PCMA) only.
@@ -34,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "SRTP_USE",
     "EchoServer",
     "PeerResult",
     "main",
@@ -45,6 +52,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCALHOST = "127.0.0.1"
 POLL_MS = 10
 MAX_CALLS = 4
+#: ``--srtp`` values, for PJSIP's ``mediaConfig.srtpUse``.
+SRTP_USE = ("off", "optional", "mandatory")
 
 
 # ---------------------------------------------------------------- driving it from the test process
@@ -105,6 +114,8 @@ def run_caller(
     timeout: float | None = None,
     workdir: str | Path | None = None,
     log_level: int = 3,
+    srtp: str = "off",
+    srtp_cryptos: Sequence[str] = (),
 ) -> PeerResult:
     """Call ``target`` in a subprocess, play ``play``, record to ``record``; return the result.
 
@@ -113,7 +124,11 @@ def run_caller(
     media starts. The subprocess has its own hard timeout; this waits a few seconds longer and
     kills it by PID. ``data`` keys: confirmed, setup_ms (INVITE sent -> CONFIRMED), codec
     ("PCMU/8000"), payload_type, status_code, reason, state, hangup_by, duration_s, rx_packets,
-    tx_packets, rx_lost, rx_jitter_ms, remote_rtp, local_port, dtmf_sent, error.
+    tx_packets, rx_lost, rx_jitter_ms, remote_rtp, local_port, dtmf_sent, error, local_sdp
+    (the offer) and remote_sdp (the final response's SDP, if any).
+
+    ``srtp`` is ``off``, ``optional`` or ``mandatory`` (SDES over UDP signalling);
+    ``srtp_cryptos`` restricts the offered suites, in order.
     """
     work = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="pjsua-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -126,6 +141,10 @@ def run_caller(
             "--log-level", str(log_level)]
     if dtmf:
         args += ["--dtmf", dtmf, "--dtmf-delay", f"{dtmf_delay:g}"]
+    if srtp != "off":
+        args += ["--srtp", srtp]
+    if srtp_cryptos:
+        args += ["--srtp-crypto", ",".join(srtp_cryptos)]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(_peer_command(args), cwd=REPO_ROOT, env=_peer_env(),
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -254,7 +273,34 @@ def _make_endpoint(pj: Any, *, log_level: int, codecs: Sequence[str]) -> Any:
     return endpoint
 
 
-def _make_account(pj: Any, endpoint: Any, port: int, user: str, account_class: Any) -> Any:
+def _configure_srtp(pj: Any, media_config: Any, use: str, cryptos: Sequence[str]) -> None:
+    """SDES-SRTP as ``use`` says, keyed in plain SDP (no TLS or sips: required)."""
+    media_config.srtpUse = {
+        "off": pj.PJMEDIA_SRTP_DISABLED,
+        "optional": pj.PJMEDIA_SRTP_OPTIONAL,
+        "mandatory": pj.PJMEDIA_SRTP_MANDATORY,
+    }[use]
+    media_config.srtpSecureSignaling = 0
+    if use == "off":
+        return
+    media_config.srtpOpt.keyings.clear()
+    media_config.srtpOpt.keyings.append(pj.PJMEDIA_SRTP_KEYING_SDES)
+    for name in cryptos:
+        crypto = pj.SrtpCrypto()
+        crypto.name = name  # an empty key: PJSIP generates one
+        media_config.srtpOpt.cryptos.append(crypto)
+
+
+def _make_account(
+    pj: Any,
+    endpoint: Any,
+    port: int,
+    user: str,
+    account_class: Any,
+    *,
+    srtp: str = "off",
+    srtp_cryptos: Sequence[str] = (),
+) -> Any:
     transport_config = pj.TransportConfig()
     transport_config.port = port
     transport_config.boundAddress = LOCALHOST
@@ -268,6 +314,7 @@ def _make_account(pj: Any, endpoint: Any, port: int, user: str, account_class: A
     account_config.mediaConfig.transportConfig.boundAddress = LOCALHOST
     account_config.mediaConfig.transportConfig.publicAddress = LOCALHOST
     account_config.mediaConfig.transportConfig.port = 0
+    _configure_srtp(pj, account_config.mediaConfig, srtp, srtp_cryptos)
     account = account_class()
     account.create(account_config)
     return account, int(local_port)
@@ -338,7 +385,30 @@ def _caller_main(args: argparse.Namespace) -> int:
             if _audio_media(pj, self) is not None:
                 events.setdefault("media", time.monotonic())
 
-    account, local_port = _make_account(pj, endpoint, args.port, "peer", pj.Account)
+        def onCallSdpCreated(self, prm: Any) -> None:
+            state.setdefault("local_sdp", prm.sdp.wholeSdp)
+
+        def onCallTsxState(self, prm: Any) -> None:
+            # The final response to our INVITE, whatever its status: keep its SDP.
+            with contextlib.suppress(Exception):
+                event = prm.e
+                if event.type != pj.PJSIP_EVENT_TSX_STATE:
+                    return
+                tsx = event.body.tsxState.tsx
+                if tsx.method != "INVITE" or tsx.statusCode < 200:
+                    return
+                message = event.body.tsxState.src.rdata.wholeMsg
+                if message.startswith("SIP/2.0") and "\r\n\r\n" in message:
+                    body = message.split("\r\n\r\n", 1)[1]
+                    if body:
+                        state["remote_sdp"] = body
+
+    # SRTP options only when asked for: tests swap _make_account for their own (TLS) factory.
+    srtp_options: dict[str, Any] = (
+        {"srtp": args.srtp, "srtp_cryptos": args.srtp_crypto} if args.srtp != "off" else {}
+    )
+    account, local_port = _make_account(pj, endpoint, args.port, "peer", pj.Account,
+                                        **srtp_options)
     state["local_port"] = local_port
     call = CallerCall(account)
     player = recorder = None
@@ -534,6 +604,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--answer-delay-ms", type=int, default=0,
                         help="echo server: ring this long before answering")
     parser.add_argument("--log-level", type=int, default=3, help="PJSIP log level (0-6)")
+    parser.add_argument("--srtp", choices=SRTP_USE, default="off",
+                        help="caller: SDES-SRTP use (mandatory: RTP/SAVP offers only)")
+    parser.add_argument("--srtp-crypto", type=lambda text: [n for n in text.split(",") if n],
+                        default=[], help="caller: comma-separated SDES suites to offer, in order")
     args = parser.parse_args(argv)
     args.max_calls = max(1, min(args.max_calls, MAX_CALLS))
     if args.serve_echo:
