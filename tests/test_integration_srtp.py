@@ -551,6 +551,41 @@ async def test_peer_rekey_mid_call_keeps_the_servers_outbound_srtp() -> None:
             await phone.close()
 
 
+async def test_suite_change_mid_call_gets_a_fresh_server_key() -> None:
+    # _80 and _32 derive the same session keys from a master key: answering a re-offer that
+    # switches suite under our old key would reuse its keystream, so the server picks a new key.
+    async with running("required", BARESIP_WINDOW) as server:
+        phone = Softphone(server=("127.0.0.1", server.transport.port))
+        await phone.open()
+        try:
+
+            def savp_offer(suite: SrtpSuite) -> str:
+                crypto = base64.b64encode(bytes(range(30))).decode()
+                return phone.offer().replace("RTP/AVP", "RTP/SAVP") + (
+                    f"a=crypto:1 {suite.value} inline:{crypto}\r\n"
+                )
+
+            answer = await phone.call(body=savp_offer(_80))
+            assert answer.status == 200, answer
+            first = crypto_of(phone.answer)
+            call = await answered_call(server)
+            assert call.endpoint is not None
+            context = call.endpoint.srtp
+
+            reinvite = phone.request("INVITE", savp_offer(_32))
+            phone.send(reinvite)
+            reanswer = await phone.final_response()
+            assert reanswer.status == 200, reanswer
+            phone.send(phone.request("ACK", cseq=reinvite.cseq.seq))
+            second = crypto_of(reanswer.body.decode())
+            assert second.suite is _32
+            assert second.key != first.key
+            assert call.endpoint.srtp is not context  # a new context, under the new key
+            await phone.hangup()
+        finally:
+            await phone.close()
+
+
 def crypto_of(sdp: str) -> CryptoAttribute:
     """The one a=crypto of an SDP answer."""
     [value] = SessionDescription.parse(sdp).media[0].crypto
