@@ -33,7 +33,13 @@ from tests.fakes.realtime_server import (
     Scenario,
     Speech,
 )
-from tests.peers.audio import CorrelationResult, cross_correlate, is_silence, read_wav, ulaw_decode
+from tests.peers.audio import (
+    CorrelationResult,
+    find_with_drift,
+    is_silence,
+    read_wav,
+    ulaw_decode,
+)
 from tests.peers.harness import start_server, wait_for
 from tests.peers.pjsua_peer import PeerResult, run_caller
 
@@ -92,26 +98,12 @@ async def ended_record(server: Server) -> CallRecord:
 def find_in_recording(
     reference: Any, heard: Any, rate: int
 ) -> tuple[CorrelationResult, list[tuple[int, float, float]]]:
-    """Find ``reference`` in ``heard``: the whole-clip correlation must peak >= 0.8, or, when
-    PJSIP's playout shifted mid-clip (its jitter buffer shrinking its delay by a frame or two,
-    as tests/test_integration_pjsua.py describes), every window of ``WINDOW_MS`` must (lags no
-    more than ``MAX_DRIFT_MS`` apart), except the window holding the shift (>= 0.5 there).
+    """Find ``reference`` in ``heard`` (whole clip >= ``MIN_PEAK``, or per window when PJSIP's
+    playout shifted mid-clip: tests.peers.audio.find_with_drift).
     Returns (whole-clip result, per-window (start ms, peak, lag ms))."""
-    whole = cross_correlate(reference, heard, sample_rate=rate, max_lag_ms=2000)
-    if whole.peak >= MIN_PEAK:
-        return whole, []
-    size = rate * WINDOW_MS // 1000
-    windows: list[tuple[int, float, float]] = []
-    for start in range(0, len(reference) - size + 1, size):
-        window = reference[start : start + size]
-        local = cross_correlate(window, heard[start:], sample_rate=rate, max_lag_ms=2000)
-        windows.append((1000 * start // rate, round(local.peak, 3), local.lag_ms))
-    lags = [lag for _, _, lag in windows]
-    weak = [i for i, (_, peak, _) in enumerate(windows) if peak < MIN_PEAK]
-    assert len(weak) <= 1, (whole, windows)
-    assert all(windows[i][1] >= 0.5 for i in weak), (whole, windows)
-    assert max(lags) - min(lags) <= MAX_DRIFT_MS, (whole, windows)
-    return whole, windows
+    match = find_with_drift(reference, heard, sample_rate=rate, min_peak=MIN_PEAK,
+                            window_ms=WINDOW_MS, max_drift_ms=MAX_DRIFT_MS, max_lag_ms=2000)
+    return match.whole, match.windows
 
 
 def fake_pcm(conn: FakeConnection, duration_ms: int) -> Any:

@@ -13,6 +13,7 @@ from tests.peers.audio import (
     alaw_decode,
     alaw_encode,
     cross_correlate,
+    find_with_drift,
     is_silence,
     read_wav,
     resample,
@@ -145,3 +146,36 @@ def test_resample_keeps_the_signal(speech: np.ndarray) -> None:
     result = cross_correlate(speech, back)
     assert result.lag_ms == pytest.approx(0.0, abs=0.25)
     assert result.peak > 0.99
+
+
+def shifted_echo(speech: np.ndarray, first_ms: int, second_ms: int, at: int) -> np.ndarray:
+    """``speech`` delayed by ``first_ms``, then from sample ``at`` on by ``second_ms``: a
+    jitter buffer that changed its delay mid-call."""
+    first, second = first_ms * 8, second_ms * 8
+    received = np.zeros(speech.size + max(first, second), dtype=np.int16)
+    received[first : first + at] = speech[:at]
+    received[second + at : second + speech.size] = speech[at:]
+    return received
+
+
+def test_find_with_drift_takes_the_whole_clip_when_it_matches(speech: np.ndarray) -> None:
+    match = find_with_drift(speech, shifted_echo(speech, 40, 40, speech.size // 2))
+    assert match.whole.peak > 0.99 and match.whole.lag_ms == 40.0
+    assert match.windows == []
+
+
+def test_find_with_drift_follows_a_playout_shift_window_by_window(speech: np.ndarray) -> None:
+    received = shifted_echo(speech, 200, 160, speech.size // 2)
+    assert cross_correlate(speech, received).peak < 0.9  # the whole clip no longer matches
+    match = find_with_drift(speech, received, window_ms=200, max_drift_ms=40)
+    lags = {lag for _, peak, lag in match.windows if peak >= 0.9}
+    assert lags == {200.0, 160.0}
+    with pytest.raises(AssertionError):  # a larger step than allowed
+        find_with_drift(speech, shifted_echo(speech, 200, 100, speech.size // 2), window_ms=200,
+                        max_drift_ms=40)
+
+
+def test_find_with_drift_rejects_unrelated_audio(speech: np.ndarray) -> None:
+    noise = np.random.default_rng(7).integers(-8000, 8000, speech.size, dtype=np.int16)
+    with pytest.raises(AssertionError):
+        find_with_drift(speech, noise)

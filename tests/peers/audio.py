@@ -19,10 +19,12 @@ import numpy.typing as npt
 
 __all__ = [
     "CorrelationResult",
+    "EchoMatch",
     "active_span_ms",
     "alaw_decode",
     "alaw_encode",
     "cross_correlate",
+    "find_with_drift",
     "is_silence",
     "read_wav",
     "resample",
@@ -229,3 +231,57 @@ def cross_correlate(
         lag_samples=lag,
         lag_ms=1000.0 * lag / sample_rate,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class EchoMatch:
+    """Where a reference was found in a recording (:func:`find_with_drift`)."""
+
+    whole: CorrelationResult
+    """The whole-clip correlation; its lag is the echo delay."""
+    windows: list[tuple[int, float, float]]
+    """Per speech window (start ms, peak, lag ms) when the whole clip did not match; else []."""
+
+
+def find_with_drift(
+    reference: npt.ArrayLike,
+    received: npt.ArrayLike,
+    *,
+    sample_rate: int = 8000,
+    min_peak: float = 0.9,
+    window_ms: int = 250,
+    max_drift_ms: float = 40.0,
+    max_lag_ms: float = 500.0,
+) -> EchoMatch:
+    """Find ``reference`` in a softphone's recording whose playout may shift mid-call.
+
+    A PJSIP jitter buffer that shrinks or grows its delay by a frame or two shifts the rest of
+    the recording, which lowers the whole-clip correlation although every part is there. So:
+    the whole clip must peak >= ``min_peak``, or else every speech window of ``window_ms`` must
+    on its own, at lags no more than ``max_drift_ms`` apart; a window that matches neither delay
+    fully (the one holding the shift: half of it at each delay) may score >= 0.3 if it sits
+    between two different lags or is the only weak one. Raises AssertionError with every
+    window's numbers otherwise.
+    """
+    ref = np.asarray(reference)
+    rec = np.asarray(received)
+    whole = cross_correlate(ref, rec, sample_rate=sample_rate, max_lag_ms=max_lag_ms)
+    if whole.peak >= min_peak:
+        return EchoMatch(whole, [])
+    size = sample_rate * window_ms // 1000
+    windows: list[tuple[int, float, float]] = []
+    for start in range(0, ref.size - size + 1, size):
+        window = ref[start : start + size]
+        if rms(window) > 300.0:  # speech, not a pause
+            local = cross_correlate(window, rec[start:], sample_rate=sample_rate,
+                                    max_lag_ms=max_lag_ms)
+            windows.append((1000 * start // sample_rate, round(local.peak, 3), local.lag_ms))
+    assert windows, (whole, "no speech in the reference")
+    lags = [lag for _, _, lag in windows]
+    weak = [i for i, (_, peak, _) in enumerate(windows) if peak < min_peak]
+    for i in weak:
+        at_shift = 0 < i < len(windows) - 1 and lags[i - 1] != lags[i + 1]
+        assert windows[i][1] >= 0.3 and (at_shift or len(weak) == 1), (whole, windows)
+    strong = [lags[i] for i in range(len(windows)) if i not in weak]
+    assert strong and max(strong) - min(strong) <= max_drift_ms, (whole, windows)
+    return EchoMatch(whole, windows)
