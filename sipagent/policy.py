@@ -450,6 +450,9 @@ class EdgePolicyConfig:
             return getattr(settings, name, getattr(default, name))
 
         preset = get("allow_preset")
+        exempt = getattr(settings, "rate_limit_exempt", None)  # the setting's name
+        if exempt is None:
+            exempt = get("exempt_cidrs")
         return cls(
             allow_cidrs=parse_cidrs(_as_list(get("allow_cidrs"))),
             allow_preset=(str(preset).strip() or None) if preset else None,
@@ -460,7 +463,7 @@ class EdgePolicyConfig:
             max_new_calls_per_second=_as_float(get("max_new_calls_per_second")),
             drop_unknown_sources=bool(get("drop_unknown_sources")),
             max_sources=int(_as_float(get("max_sources"))),
-            exempt_cidrs=parse_cidrs(_as_list(get("exempt_cidrs"))),
+            exempt_cidrs=parse_cidrs(_as_list(exempt)),
             exempt_allowed_sources=bool(get("exempt_allowed_sources")),
         )
 
@@ -562,8 +565,8 @@ class EdgePolicy:
     ) -> Verdict:
         """A new INVITE: our number? a free slot? within the new-call rate?
 
-        ``dialled_user`` is a user or several (see :func:`dialled_users`). The INVITE has
-        been answered 100 already, so a refusal here is always a final response.
+        ``dialled_user`` is a user or several (see :func:`dialled_users`). It runs before
+        any state exists for the INVITE; a refusal is its final response, sent statelessly.
         """
         if not self.allow_list._contains(_address(source_ip)):
             self.counters[Reason.SOURCE_NOT_ALLOWED.value] += 1

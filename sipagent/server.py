@@ -38,6 +38,7 @@ from .events import (
 from .exceptions import RemoteProtocolError
 from .headers import NameAddress, SipUri, split_header_values
 from .logs import bind_session, call_context, detached_context, sniff_call_id
+from .message import Request
 from .offer_answer import Negotiated, SrtpPolicy, accept_answer, make_offer, negotiate
 from .policy import Action, EdgePolicy, EdgePolicyConfig, SourceAllowList, dialled_users, refusal
 from .recording import RecordingOptions
@@ -147,6 +148,7 @@ class Server:
             new_token=lambda: secrets.token_hex(6),
             user_agent=settings.user_agent,
         )
+        self.ua.admission = self._admit
         # A TCP connection may carry a live call with no SIP traffic for a long time: only
         # close it when idle for longer than any reasonable call.
         tls = None
@@ -191,6 +193,8 @@ class Server:
         self._transfers: dict[Dialog, _PendingTransfer] = {}
         self.draining = False
         self._timer: asyncio.TimerHandle | None = None
+        # Its deadline: uvloop's call_at may return a plain Handle, without when().
+        self._timer_when: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stats_task: asyncio.Task[None] | None = None
         self.recordings: RecordingOptions | None = None
@@ -346,7 +350,7 @@ class Server:
                 except Exception:
                     logger.exception("error handling %s", type(event).__name__)
         deadline = self.ua.get_timer()
-        if self._timer is not None and (deadline is None or self._timer.when() != deadline):
+        if self._timer is not None and deadline != self._timer_when:
             self._timer.cancel()
             self._timer = None
         if deadline is not None and self._timer is None:
@@ -354,6 +358,7 @@ class Server:
             self._timer = asyncio.get_running_loop().call_at(
                 deadline, self._on_timer, context=detached_context()
             )
+            self._timer_when = deadline
 
     def _handle_event(self, event: object) -> None:
         if isinstance(event, IncomingCall):
@@ -389,18 +394,21 @@ class Server:
         task.add_done_callback(self._tasks.discard)
 
     # -- calls --------------------------------------------------------------------------
-    def _incoming(self, event: IncomingCall) -> None:
-        dialog, now = event.dialog, self._now()
+    def _admit(
+        self, request: Request, source: Destination, now: float
+    ) -> tuple[int, tuple[tuple[str, str], ...]] | None:
+        """The UA's admission check of a new INVITE: refusals are answered statelessly."""
         if self.draining:
-            self.ua.reject(dialog, 503, now, headers=(("Retry-After", RETRY_AFTER),))
-            return
+            return 503, (("Retry-After", RETRY_AFTER),)
         verdict = self.policy.check_invite(
-            dialog.source.host, dialled_users(event.request), now,
-            len(self.calls), self.settings.max_calls,
+            source.host, dialled_users(request), now, len(self.calls), self.settings.max_calls,
         )
         if not verdict.allowed:
-            self.ua.reject(dialog, verdict.status or 403, now, headers=verdict.headers)
-            return
+            return verdict.status or 403, verdict.headers
+        return None
+
+    def _incoming(self, event: IncomingCall) -> None:
+        dialog, now = event.dialog, self._now()
         if not self._authenticated(event, now):
             return
         try:

@@ -265,6 +265,8 @@ class Settings(BaseSettings):
     """Requests a source may send at once before rate_limit applies."""
     max_new_calls_per_second: float = 20.0
     """New calls accepted per second (0: no limit)."""
+    rate_limit_exempt: Annotated[tuple[str, ...], NoDecode] = ("127.0.0.0/8", "::1/128")
+    """Sources (IPs or CIDRs, comma-separated) never rate-limited; empty: none."""
     drop_unknown_sources: bool = True
     """Drop (rather than answer 403) requests from sources not allowed."""
     agents_path: str = "config/agents"
@@ -536,7 +538,7 @@ class Settings(BaseSettings):
         parse_auth_users(value.get_secret_value())
         return value
 
-    @field_validator("allow_cidrs", mode="before")
+    @field_validator("allow_cidrs", "rate_limit_exempt", mode="before")
     @classmethod
     def _check_allow_cidrs(cls, value: Any) -> tuple[str, ...]:
         return parse_cidrs(value)

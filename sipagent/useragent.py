@@ -13,7 +13,10 @@ URI schemes (416), merged requests (482) and malformed requests (400/505).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 from collections import Counter, deque
 from collections.abc import Callable
 
@@ -49,7 +52,7 @@ from .transaction import (
     TxState,
 )
 
-__all__ = ["ALLOWED_METHODS", "UserAgent"]
+__all__ = ["ALLOWED_METHODS", "Admission", "UserAgent"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,8 @@ _SDP = "application/sdp"
 
 _ServerTxKey = tuple[str, str, int, str]
 _ServerTx = ServerInviteTransaction | ServerNonInviteTransaction
+Admission = Callable[[Request, Destination, float], tuple[int, tuple[tuple[str, str], ...]] | None]
+"""``(request, source, now)`` of a new INVITE → None to admit it, or (status, headers) to refuse."""
 
 
 class UserAgent:
@@ -102,6 +107,10 @@ class UserAgent:
         self.on_other_response: Callable[[Response, float], bool] | None = None
         """Offered responses no transaction of ours matches (a registration client's);
         returns True when it took the response."""
+        self.admission: Admission | None = None
+        """Asked about every new INVITE before any state is made for it: None admits it, a
+        (status, headers) refusal is answered statelessly (:meth:`_refuse_stateless`)."""
+        self._tag_key = secrets.token_bytes(16)  # for the To tags of stateless refusals
 
     # -- I/O boundary -----------------------------------------------------------------------
     def receive(self, data: bytes, source: Destination, now: float) -> None:
@@ -308,6 +317,11 @@ class UserAgent:
         if merge_key in self._merge and self._merge[merge_key] in self._server_txs:
             self._respond_new(request, destination, 482, now)  # merged request (§8.2.2.2)
             return
+        if self.admission is not None:
+            refused = self.admission(request, source, now)
+            if refused is not None:
+                self._refuse_stateless(request, destination, *refused)
+                return
         problem = self._check_body(request)
         if problem is not None:
             self._respond_new(request, destination, problem[0], now, headers=problem[1])
@@ -605,6 +619,28 @@ class UserAgent:
             text = reason.replace("\\", "\\\\").replace('"', '\\"')
             response.headers.add("Warning", f'399 {self.public_host} "{text}"')
         self._outbox.append((response, destination))
+
+    def _refuse_stateless(
+        self,
+        request: Request,
+        destination: Destination,
+        status: int,
+        headers: tuple[tuple[str, str], ...],
+    ) -> None:
+        """A final refusal of a new INVITE that leaves no state behind (§8.2.7).
+
+        Shedding load must not build it up: a transaction would retransmit the refusal for
+        32 s when the ACK never comes (a flood never ACKs) and keep a timer per INVITE. Here a
+        lost refusal is repaired by the caller's own INVITE retransmission, which meets the
+        same refusal with the same To tag (derived from the request, so it also matches any
+        ACK), and the ACK is absorbed as one for no dialog.
+        """
+        identity = "\0".join(
+            (request.call_id, request.from_.tag or "", request.top_via.branch or "")
+        ).encode()
+        tag = hmac.new(self._tag_key, identity, hashlib.blake2s).hexdigest()[:16]
+        self.counters["stateless_refusals"] += 1
+        self._outbox.append((self._response(request, status, None, tag, headers), destination))
 
     def _respond_new(
         self,

@@ -402,6 +402,13 @@ def test_config_from_settings_like_objects() -> None:
     assert edge.numbers.allows("14155550100")
     # The real Settings, before it has any of these fields: all defaults.
     assert EdgePolicyConfig.from_settings(load_settings()) == EdgePolicyConfig()
+    # SIPAGENT_RATE_LIMIT_EXEMPT: loopback by default, nothing when emptied.
+    assert EdgePolicyConfig.from_settings(
+        load_settings(rate_limit_exempt="")
+    ).exempt_cidrs == ()
+    assert EdgePolicyConfig.from_settings(
+        load_settings(rate_limit_exempt="10.1.0.0/16")
+    ).exempt_cidrs == ("10.1.0.0/16",)
     with pytest.raises(ValueError):
         EdgePolicyConfig.from_settings(SimpleNamespace(rate_limit=object()))
     assert EdgePolicyConfig.from_settings(SimpleNamespace(allow_cidrs=None)).allow_cidrs == ()

@@ -139,6 +139,9 @@ async def test_capacity_refuses_with_486_and_retry_after() -> None:
         assert busy.status == 486
         assert busy.headers.get("Retry-After") == "5"
         assert len(server.calls) == 1
+        # Refused without state: a caller that never ACKs (a flood) leaves nothing behind.
+        assert len(server.ua.dialogs) == 1
+        assert server.ua.counters["stateless_refusals"] == 1
     finally:
         await first.close()
         await second.close()

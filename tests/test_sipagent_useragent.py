@@ -386,6 +386,56 @@ def test_cancel_after_answer_changes_nothing() -> None:
     assert events(ua) == []
 
 
+def test_admission_refusal_is_stateless() -> None:
+    ua, phone = make_ua(), Phone()
+    asked: list[tuple[str, str]] = []
+
+    def admission(request: Request, source: Destination, now: float) -> Any:
+        asked.append((request.call_id, source.host))
+        return 486, (("Retry-After", "5"),)
+
+    ua.admission = admission
+    invite = phone.call(0.0)
+    transfer(ua, phone, 0.0)
+    # No 100 Trying, no dialog, no event, no transaction, no timer: nothing to shed later.
+    assert phone.statuses("INVITE") == [486]
+    refusal = phone.last(486)
+    assert refusal.headers.get("Retry-After") == "5" and refusal.to.tag
+    assert asked == [(invite.call_id, phone.address.host)]
+    assert events(ua) == [] and ua.dialogs == [] and ua.get_timer() is None
+    assert ua.counters["stateless_refusals"] == 1
+    # The refusal is not retransmitted: the caller's INVITE retransmission (here the same
+    # request again, as if our 486 was lost) meets the same answer and the same To tag.
+    phone.send_raw(invite)
+    transfer(ua, phone, 0.6)
+    again = [r for r in phone.responses if r.status == 486]
+    assert len(again) == 2 and again[1].to.tag == refusal.to.tag
+    # Its ACK (the caller's transaction builds it with that To tag) and a late CANCEL find
+    # no state: the ACK is absorbed, the CANCEL gets 481 (its INVITE has its final answer).
+    phone.to_tag = refusal.to.tag
+    phone.ack()
+    phone.cancel(0.7)
+    transfer(ua, phone, 0.7)
+    assert phone.statuses("CANCEL") == [481]  # (that 481 has its own short-lived transaction)
+    assert events(ua) == [] and ua.dialogs == []
+
+
+def test_admitted_invite_goes_on_as_usual() -> None:
+    ua, phone = make_ua(), Phone()
+    ua.admission = lambda request, source, now: None
+    dialog = incoming(ua, phone)
+    ua.answer(dialog, ANSWER, 0.0)
+    transfer(ua, phone, 0.0)
+    assert phone.statuses("INVITE") == [100, 200]
+    # In-dialog requests (a re-INVITE) are not asked about.
+    ua.admission = lambda request, source, now: (503, ())
+    phone.to_tag = dialog.key.local_tag
+    phone.ack()
+    phone.in_dialog("INVITE", 1.0, body=OFFER)
+    transfer(ua, phone, 1.0)
+    assert 503 not in phone.statuses("INVITE")
+
+
 def test_cancel_unknown_transaction() -> None:
     ua, phone = make_ua(), Phone()
     phone.call(0.0)
