@@ -14,7 +14,9 @@ URI schemes (416), merged requests (482) and malformed requests (400/505).
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
+import itertools
 import logging
 import secrets
 from collections import Counter, deque
@@ -67,6 +69,7 @@ _SDP = "application/sdp"
 
 _ServerTxKey = tuple[str, str, int, str]
 _ServerTx = ServerInviteTransaction | ServerNonInviteTransaction
+_Timed = ServerInviteTransaction | ServerNonInviteTransaction | ClientNonInviteTransaction | Dialog
 Admission = Callable[[Request, Destination, float], tuple[int, tuple[tuple[str, str], ...]] | None]
 """``(request, source, now)`` of a new INVITE → None to admit it, or (status, headers) to refuse."""
 
@@ -101,6 +104,22 @@ class UserAgent:
         self._invite_txs: dict[DialogKey, ServerInviteTransaction] = {}
         self._offer_txs: dict[DialogKey, ServerInviteTransaction | ServerNonInviteTransaction] = {}
         self._merge: dict[tuple[str, str, int], _ServerTxKey] = {}
+        self._merge_of: dict[_ServerTxKey, tuple[str, str, int]] = {}
+        # Timers: a heap of (deadline, n, item) over every transaction and dialog, so that a
+        # message or a timer costs O(log n) however many calls linger (transactions absorb
+        # retransmissions for 32 s after they end). An entry counts only while ``_armed``
+        # still holds its deadline for the item; items whose timers may have changed are
+        # ``_watch``ed and re-read at the next get_timer/handle_timer.
+        self._heap: list[tuple[float, int, _Timed]] = []
+        self._armed: dict[int, float] = {}
+        self._watched: list[_Timed] = []
+        self._order = itertools.count()
+        self._live_txs: Counter[str] = Counter()
+        """Live transactions per Call-ID: a terminated dialog is kept while its call has one."""
+        self._ended: list[Dialog] = []
+        """Dialogs terminated since the last timer."""
+        self._ended_waiting: dict[str, list[Dialog]] = {}
+        """Terminated dialogs per Call-ID, forgotten when the call's last transaction ends."""
         #: Hangups asked for before the ACK of our 2xx: the BYE waits for it (§15).
         self._pending_bye: dict[DialogKey, str] = {}
         self.counters: Counter[str] = Counter()
@@ -145,52 +164,111 @@ class UserAgent:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        deadlines = [
-            t
-            for t in (
-                *(tx.get_timer() for tx in self._server_txs.values()),
-                *(tx.get_timer() for tx in self._client_txs.values()),
-                *(d.get_timer() for d in self._dialogs.values()),
-            )
-            if t is not None
-        ]
-        return min(deadlines) if deadlines else None
+        self._sync_timers()
+        heap, armed = self._heap, self._armed
+        while heap:
+            when, _, item = heap[0]
+            if armed.get(id(item)) == when:
+                return when
+            heapq.heappop(heap)  # superseded by a later entry of the same item, or disarmed
+        return None
 
     def handle_timer(self, now: float) -> None:
-        for key, server_tx in list(self._server_txs.items()):
-            deadline = server_tx.get_timer()
-            if deadline is not None and deadline <= now:
-                server_tx.handle_timer(now)
-            if server_tx.terminated:
-                del self._server_txs[key]
-                if server_tx.timed_out:
-                    logger.info("no ACK for %s final response", server_tx.request.call_id)
-        for key2, client_tx in list(self._client_txs.items()):
-            deadline = client_tx.get_timer()
-            if deadline is not None and deadline <= now:
-                client_tx.handle_timer(now)
-            if client_tx.terminated:
-                del self._client_txs[key2]
-                dialog_of_refer = self._refers.pop(key2[0], None)
-                if client_tx.timed_out and dialog_of_refer is not None:
-                    self._events.append(TransferRejected(
-                        dialog=dialog_of_refer, status=408, reason="Request Timeout"
-                    ))
-        for dialog in list(self._dialogs.values()):
-            deadline = dialog.get_timer()
-            if deadline is None or deadline > now:
-                continue
-            result = dialog.ok_timer(now)
-            if result is True:
-                # No ACK within 64*T1: confirm and tear down with BYE (§13.3.1.4).
-                logger.warning("no ACK for 2xx on %s: hanging up", dialog.call_id)
-                reason = self._pending_bye.pop(dialog.key, "ack-timeout")
-                if dialog.state is DialogState.ANSWERED:
-                    dialog.set_state(DialogState.CONFIRMED)
-                self._send_bye(dialog, reason, now)
-            elif isinstance(result, tuple):
-                self._outbox.append(result)
+        self._sync_timers()
+        heap, armed = self._heap, self._armed
+        due: list[_Timed] = []
+        while heap and heap[0][0] <= now:
+            when, _, item = heapq.heappop(heap)
+            if armed.get(id(item)) == when:
+                del armed[id(item)]
+                due.append(item)
+        for item in due:
+            self._watch(item)
+            if isinstance(item, Dialog):
+                self._dialog_timer(item, now)
+            else:
+                item.handle_timer(now)
+                if item.terminated:
+                    self._forget_tx(item)
         self._forget_terminated()
+
+    def _dialog_timer(self, dialog: Dialog, now: float) -> None:
+        result = dialog.ok_timer(now)
+        if result is True:
+            # No ACK within 64*T1: confirm and tear down with BYE (§13.3.1.4).
+            logger.warning("no ACK for 2xx on %s: hanging up", dialog.call_id)
+            reason = self._pending_bye.pop(dialog.key, "ack-timeout")
+            if dialog.state is DialogState.ANSWERED:
+                dialog.set_state(DialogState.CONFIRMED)
+            self._send_bye(dialog, reason, now)
+        elif isinstance(result, tuple):
+            self._outbox.append(result)
+
+    def _watch(self, item: _Timed) -> None:
+        """``item``'s timers may have changed: re-read them before the next timer decision."""
+        self._watched.append(item)
+
+    def _sync_timers(self) -> None:
+        armed = self._armed
+        for item in self._watched:
+            when = item.get_timer()
+            if when is None:
+                armed.pop(id(item), None)
+            elif armed.get(id(item)) != when:
+                armed[id(item)] = when
+                # The entry holds the item, so its id() is not reused while the entry lives.
+                heapq.heappush(self._heap, (when, next(self._order), item))
+        self._watched.clear()
+
+    def _add_server_tx(self, key: _ServerTxKey, tx: _ServerTx) -> None:
+        replaced = self._server_txs.get(key)
+        self._server_txs[key] = tx
+        if replaced is not None:
+            self._release_call(replaced.request.call_id)
+        self._live_txs[tx.request.call_id] += 1
+        self._watch(tx)
+
+    def _add_client_tx(self, key: tuple[str, str], tx: ClientNonInviteTransaction) -> None:
+        replaced = self._client_txs.get(key)
+        self._client_txs[key] = tx
+        if replaced is not None:
+            self._release_call(replaced.request.call_id)
+        self._live_txs[tx.request.call_id] += 1
+        self._watch(tx)
+
+    def _release_call(self, call_id: str) -> None:
+        """One transaction of ``call_id`` fewer; its ended dialogs go with the last one."""
+        self._live_txs[call_id] -= 1
+        if self._live_txs[call_id] <= 0:
+            del self._live_txs[call_id]
+            for dialog in self._ended_waiting.pop(call_id, ()):
+                self._drop_dialog(dialog)
+
+    def _forget_tx(self, tx: _ServerTx | ClientNonInviteTransaction) -> None:
+        """A terminated transaction leaves the tables (and may let its call's dialog go)."""
+        call_id = tx.request.call_id
+        if isinstance(tx, ClientNonInviteTransaction):
+            branch = tx.request.top_via.branch or ""
+            key2 = (branch, tx.request.method)
+            if self._client_txs.get(key2) is not tx:
+                return
+            del self._client_txs[key2]
+            dialog_of_refer = self._refers.pop(branch, None)
+            if tx.timed_out and dialog_of_refer is not None:
+                self._events.append(TransferRejected(
+                    dialog=dialog_of_refer, status=408, reason="Request Timeout"
+                ))
+        else:
+            key = self._server_tx_key(tx.request, tx.request.top_via)
+            if self._server_txs.get(key) is not tx:
+                return
+            del self._server_txs[key]
+            merge_key = self._merge_of.pop(key, None)
+            if merge_key is not None and self._merge.get(merge_key) == key:
+                del self._merge[merge_key]
+            if tx.timed_out:
+                logger.info("no ACK for %s final response", call_id)
+        self._release_call(call_id)
 
     @property
     def dialogs(self) -> list[Dialog]:
@@ -209,6 +287,7 @@ class UserAgent:
         tx.respond(ok, now)
         dialog.set_state(DialogState.ANSWERED)
         dialog.start_ok_retransmission(ok, tx.destination, now)
+        self._watch(dialog)
         self._invite_txs.pop(dialog.key, None)
 
     def reject(
@@ -234,8 +313,10 @@ class UserAgent:
             raise LocalProtocolError("no offer pending on this dialog")
         ok = self._dialog_response(tx.request, dialog, 200, body=sdp)
         tx.respond(ok, now)
+        self._watch(tx)
         if isinstance(tx, ServerInviteTransaction):
             dialog.start_ok_retransmission(ok, tx.destination, now)
+            self._watch(dialog)
 
     def reject_offer(self, dialog: Dialog, status: int, now: float) -> None:
         """Refuse a pending re-INVITE/UPDATE (the session stays as it was)."""
@@ -243,6 +324,7 @@ class UserAgent:
         if tx is None:
             raise LocalProtocolError("no offer pending on this dialog")
         tx.respond(self._response(tx.request, status, None, dialog.key.local_tag), now)
+        self._watch(tx)
 
     def hangup(self, dialog: Dialog, now: float, reason: str = "local-bye") -> None:
         """End a call from our side: BYE when confirmed, else 480 (before the answer).
@@ -281,6 +363,7 @@ class UserAgent:
         key = self._server_tx_key(request, top)
         existing = self._server_txs.get(key)
         if existing is not None:
+            self._watch(existing)
             if request.method == "ACK" and existing.state is TxState.ACCEPTED:
                 # The ACK of a 2xx only shares the INVITE's key with RFC 2543 peers.
                 self._receive_ack(request, now)
@@ -341,9 +424,11 @@ class UserAgent:
             return
         tx = ServerInviteTransaction(request, destination, self._outbox)
         key = self._server_tx_key(request, request.top_via)
-        self._server_txs[key] = tx
+        self._add_server_tx(key, tx)
         self._merge[merge_key] = key
+        self._merge_of[key] = merge_key
         self._dialogs[dialog.key] = dialog
+        self._watch(dialog)
         self._invite_txs[dialog.key] = tx
         tx.respond(self._response(request, 100, None, None), now)
         offer = request.body if request.body else None
@@ -367,6 +452,7 @@ class UserAgent:
         if dialog is None or dialog.state is DialogState.TERMINATED:
             self._respond_new(request, destination, 481, now)
             return
+        self._watch(dialog)
         try:
             dialog.check_remote_seq(request)
         except RemoteProtocolError as exc:
@@ -419,7 +505,7 @@ class UserAgent:
             tx.respond(self._response(request, 100, None, None), now)
         else:
             tx = ServerNonInviteTransaction(request, destination, self._outbox)
-        self._server_txs[self._server_tx_key(request, request.top_via)] = tx
+        self._add_server_tx(self._server_tx_key(request, request.top_via), tx)
         self._offer_txs[dialog.key] = tx
         self._events.append(
             OfferReceived(dialog=dialog, method=request.method, offer=request.body or None)
@@ -433,6 +519,7 @@ class UserAgent:
         if dialog is None:
             self.counters["rx_stray_ack"] += 1
             return
+        self._watch(dialog)
         if dialog.state is DialogState.ANSWERED:
             self._confirm(dialog, request.body or None, now)
         elif dialog.state is DialogState.CONFIRMED:
@@ -462,6 +549,7 @@ class UserAgent:
         if invite_tx is None:
             self._respond_new(request, destination, 481, now)
             return
+        self._watch(invite_tx)
         # Still unanswered: its dialog gets the 487 (from _end), with the same To tag.
         dialog = next(
             (self._dialogs[k] for k, tx in self._invite_txs.items() if tx is invite_tx), None
@@ -486,6 +574,7 @@ class UserAgent:
                 return
             self.counters["rx_stray_response"] += 1
             return
+        self._watch(tx)
         delivered = tx.receive_response(response, now)
         dialog = self._refers.get(branch)
         if delivered is None or dialog is None or delivered.status < 200:
@@ -513,8 +602,8 @@ class UserAgent:
         request.headers.add("Refer-To", f"<{target}>")
         request.headers.add("Referred-By", dialog.local_address.split(";tag=")[0])
         request.headers.add("User-Agent", self.user_agent)
-        self._client_txs[(branch, "REFER")] = ClientNonInviteTransaction(
-            request, destination, self._outbox, now
+        self._add_client_tx(
+            (branch, "REFER"), ClientNonInviteTransaction(request, destination, self._outbox, now)
         )
         self._refers[branch] = dialog
 
@@ -526,7 +615,7 @@ class UserAgent:
         request, destination = dialog.create_request("BYE", via)
         request.headers.add("User-Agent", self.user_agent)
         tx = ClientNonInviteTransaction(request, destination, self._outbox, now)
-        self._client_txs[(branch, "BYE")] = tx
+        self._add_client_tx((branch, "BYE"), tx)
         self._end(dialog, reason, now)
 
     def _end(self, dialog: Dialog, reason: str, now: float) -> None:
@@ -534,29 +623,36 @@ class UserAgent:
             return
         dialog.end_reason = reason
         dialog.set_state(DialogState.TERMINATED)
+        self._watch(dialog)
+        self._ended.append(dialog)
         self._pending_bye.pop(dialog.key, None)
         # Requests still pending in the dialog get 487 (§15.1.2), so their transactions end.
         for pending in (self._invite_txs, self._offer_txs):
             tx = pending.pop(dialog.key, None)
             if tx is not None and tx.state in (TxState.TRYING, TxState.PROCEEDING):
                 tx.respond(self._response(tx.request, 487, None, dialog.key.local_tag), now)
+                self._watch(tx)
         self._events.append(CallEnded(dialog=dialog, reason=reason))
 
     def _forget_terminated(self) -> None:
         # Kept while any transaction of the call lives: a request crossing our BYE then
         # gets 481 instead of recreating the dialog.
-        busy = {tx.request.call_id for tx in self._server_txs.values()}
-        busy.update(tx.request.call_id for tx in self._client_txs.values())
-        for key, dialog in list(self._dialogs.items()):
-            if dialog.state is DialogState.TERMINATED and dialog.call_id not in busy:
-                del self._dialogs[key]
-        live = set(self._server_txs)
-        self._merge = {k: v for k, v in self._merge.items() if v in live}
+        for dialog in self._ended:
+            if self._live_txs.get(dialog.call_id):
+                self._ended_waiting.setdefault(dialog.call_id, []).append(dialog)
+            else:
+                self._drop_dialog(dialog)
+        self._ended.clear()
+
+    def _drop_dialog(self, dialog: Dialog) -> None:
+        if self._dialogs.get(dialog.key) is dialog:
+            del self._dialogs[dialog.key]
 
     def _invite_tx(self, dialog: Dialog) -> ServerInviteTransaction:
         tx = self._invite_txs.get(dialog.key)
         if tx is None:
             raise LocalProtocolError("this call has already been answered or ended")
+        self._watch(tx)
         return tx
 
     @staticmethod
@@ -660,7 +756,7 @@ class UserAgent:
             )
         else:
             tx = ServerNonInviteTransaction(request, destination, self._outbox)
-        self._server_txs[self._server_tx_key(request, request.top_via)] = tx
+        self._add_server_tx(self._server_tx_key(request, request.top_via), tx)
         if request.to.tag:
             to_tag = None
         elif to_tag is None:

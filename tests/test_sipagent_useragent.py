@@ -436,6 +436,30 @@ def test_admitted_invite_goes_on_as_usual() -> None:
     assert 503 not in phone.statuses("INVITE")
 
 
+def test_many_finished_calls_linger_then_go_and_the_timer_stays_the_earliest() -> None:
+    # Finished calls keep their transactions 32 s (Timers J, L) to absorb retransmissions;
+    # the timer must still be the earliest deadline of all, and everything must go in the end.
+    ua = make_ua()
+    phones = [Phone(port=20000 + i, call_id=f"call-{i}@192.0.2.10") for i in range(200)]
+    for i, phone in enumerate(phones):
+        now = i * 0.01  # 100 calls per second
+        dialog = established(ua, phone, now)
+        phone.to_tag = dialog.key.local_tag
+        phone.in_dialog("BYE", now)
+        transfer(ua, phone, now)
+        assert phone.statuses("BYE") == [200]
+        assert [type(e) for e in events(ua)] == [CallEnded]
+    assert len(ua.dialogs) == 200  # kept while their BYE transactions absorb retransmissions
+    # The earliest: the first call's Timer L (64*T1 after its 200 OK).
+    assert ua.get_timer() == pytest.approx(64 * T1)
+    ua.handle_timer(64 * T1 + 0.5)  # the first ~50 calls' transactions end
+    assert 0 < len(ua.dialogs) < 200
+    assert ua.get_timer() == pytest.approx(64 * T1 + 0.51)
+    ua.handle_timer(64 * T1 + 2.0)
+    assert ua.dialogs == [] and ua.get_timer() is None
+    assert ua.messages_to_send() == []  # nothing was retransmitted: every call was ACKed
+
+
 def test_cancel_unknown_transaction() -> None:
     ua, phone = make_ua(), Phone()
     phone.call(0.0)
