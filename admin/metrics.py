@@ -9,11 +9,16 @@ the only count.
 
 Everything a finished call contributes (outcome, RTP totals, turn latency, tool calls,
 setup time) is read from its :class:`~sipagent.registry.CallRecord` once, when it ends.
+
+``asyncio_tasks`` counts the tasks of the event loop that serves the scrape (the server's one
+loop): a number that must come back to its idle value once the calls are gone (bench/soak.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
@@ -96,6 +101,15 @@ def call_outcome(record: CallRecord) -> str:
         return declared
     reason = (record.end_reason or "").split(":", 1)[0].strip().lower()
     return _OUTCOME_BY_REASON.get(reason, "other")
+
+
+def _running_loop_tasks() -> float:
+    """Tasks alive in the running event loop; NaN when scraped outside one (nothing to count)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return math.nan
+    return float(len(asyncio.all_tasks(loop)))
 
 
 def _number(value: object) -> float | None:
@@ -188,6 +202,13 @@ class Metrics:
         self.call_setup_ms = self._histogram(
             "call_setup_ms", "INVITE received to 200 OK sent, milliseconds.", CALL_SETUP_BUCKETS_MS
         )
+        self.asyncio_tasks = Gauge(
+            "asyncio_tasks",
+            "asyncio tasks alive in the event loop serving the scrape (the server's loop).",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.asyncio_tasks.set_function(_running_loop_tasks)
         self._sip = _SipCollector()
         self.registry.register(self._sip)
 

@@ -57,6 +57,7 @@ from bench.capacity import (  # noqa: E402
     git_facts,
     log,
     machine_facts,
+    pace_cells,
     parse_calls,
     percentile,
     pick_rtp_range,
@@ -274,10 +275,12 @@ def fmt(value: Any, spec: str = ".1f", width: int = 6) -> str:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
+    paced = any("pacing" in r for r in rows)
     header = (f"{'calls':>5} {'model':>7} {'ok/fail':>8} {'mfail':>5} {'window':>6} {'CPU%':>6} "
               f"{'ms/c-s':>6} {'RSS':>6} {'in pps':>6} {'outpps':>6} {'loss%':>6} {'drops':>5} "
-              f"{'WS/s':>6} {'WS/c-s':>6} {'fake%':>6} {'turn50':>6} {'sipp%':>5} "
-              f"{'neigh%':>6} {'viol':>4}")
+              f"{'WS/s':>6} {'WS/c-s':>6} {'fake%':>6} {'turn50':>6} {'load%':>5} "
+              f"{'neigh%':>6} {'viol':>4}" + (f" {'pace p50/p99/max ms':>20} {'rx%':>6}"
+                                              if paced else ""))
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -297,6 +300,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{fmt(r.get('turn_latency_ms_p50'), '.0f')} {r['sipp_cpu_pct']:>5.1f} "
             f"{r.get('neighbours_cpu_pct', r['other_cpu_pct']):>6.1f} "
             f"{fmt(r.get('violations'), 'd', 4)}"
+            + (" " + pace_cells(r.get("pacing")) if paced else "")
         )
     print("\nCPU% = sipagent process, % of one core over the steady window; ms/c-s = its CPU ms "
           "per call-second;\nmfail = calls whose model failed (server log); WS/s, WS/c-s = "
@@ -409,6 +413,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speech-ms", type=int, default=300, help="fake: caller turn length")
     parser.add_argument("--gap-ms", type=int, default=100,
                         help="fake: caller audio between a reply and the next turn")
+    parser.add_argument("--driver", choices=("sipp", "loadgen"), default="sipp",
+                        help="who places and streams the calls: SIPp (default) or bench.loadgen, "
+                             "which also measures the server's outbound pacing (pace columns)")
+    parser.add_argument("--sockets", type=int, default=8,
+                        help="loadgen: UDP sockets shared by the calls (default 8)")
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON file (default bench/results/bridged-<date>.json)")
     args = parser.parse_args(argv)
@@ -420,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rate must be 0.5..500 calls/s")
     if not 1 <= args.repeat <= 10:
         parser.error("--repeat must be 1..10")
-    if shutil.which("sipp") is None:
+    if args.driver == "sipp" and shutil.which("sipp") is None:
         parser.error("sipp is not installed (Debian package sip-tester)")
     args.rtp_block = max(RTP_BLOCK, 4 * max(args.calls) + 40)
 
@@ -471,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
                      "speech_ms": args.speech_ms, "gap_ms": args.gap_ms},
             "agent_file": str(AGENT_FILE.relative_to(REPO)), "log_level": "INFO",
             "rtp_block": args.rtp_block, "scenario": str(STREAM_SCENARIO.relative_to(REPO)),
-            "server_command": server_command(), "echo": args.echo,
+            "server_command": server_command(), "echo": args.echo, "driver": args.driver,
         },
         "levels": rows,
         "summary": summary,

@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import re
+import select
 import shutil
 import signal
 import socket
@@ -71,6 +72,9 @@ STREAM_FILE = "speech.ulaw"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FRAME_S = 0.020
 """RTP packet interval of every stream here (PCMU, 20 ms)."""
+LOADGEN_GRACE_S = 5.0
+"""bench.loadgen streams this much longer than ``--duration``: the window still ends where
+SIPp's would, and the generator is still streaming (answering ``stats``) when asked."""
 RTP_BLOCK = 1000
 """Ports in the server's private RTP range (pairs = RTP_BLOCK / 2)."""
 RTP_CANDIDATES = (20200, 21200, 22200, 18200, 19200, 24200, 25200, 26200, 27200, 28200)
@@ -90,6 +94,19 @@ def proc_cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_runqueue_wait(pid: int) -> float:
+    """Seconds the process's main thread (the event loop) has waited, runnable, for a CPU.
+
+    Field 2 of ``/proc/<pid>/schedstat``: time on the run queue, not running. On a shared
+    machine it says how much of the pacing jitter is the neighbours' doing.
+    """
+    try:
+        with open(f"/proc/{pid}/schedstat") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def proc_memory(pid: int) -> dict[str, float]:
@@ -319,8 +336,10 @@ class ServerProcess:
         """Counts of WARNING/ERROR/Traceback lines in the server log, and the first few."""
         text = self.log_path.read_text(errors="replace")
         lines = text.splitlines()
-        warnings = [line for line in lines if " WARNING " in line]
-        errors = [line for line in lines if " ERROR " in line or " CRITICAL " in line]
+        # Plain-text lines (" WARNING ") or the server's JSON lines ('"level": "WARNING"').
+        warnings = [line for line in lines if " WARNING " in line or '"WARNING"' in line]
+        errors = [line for line in lines if any(
+            mark in line for mark in (" ERROR ", " CRITICAL ", '"ERROR"', '"CRITICAL"'))]
         exceptions = re.findall(r"^\w*(?:Error|Exception): .*$", text, re.MULTILINE)
         return {
             "warnings": len(warnings),
@@ -360,6 +379,13 @@ def free_port_udp_tcp() -> int:
 
 def write_stream_file(directory: Path) -> Path:
     """The PCMU payloads of tests/fixtures/speech_pcmu.pcap, concatenated (SIPp rtp_stream)."""
+    path = directory / STREAM_FILE
+    path.write_bytes(speech_pcmu())
+    return path
+
+
+def speech_pcmu() -> bytes:
+    """The PCMU payloads of tests/fixtures/speech_pcmu.pcap, concatenated (160 bytes a frame)."""
     data = SPEECH_PCAP.read_bytes()
     magic = struct.unpack("<I", data[:4])[0]
     if magic != 0xA1B2C3D4:
@@ -375,9 +401,7 @@ def write_stream_file(directory: Path) -> Path:
             payload += rtp[12:]
     if not payload or len(payload) % 160:
         raise RuntimeError(f"{SPEECH_PCAP}: unexpected PCMU payloads ({len(payload)} bytes)")
-    path = directory / STREAM_FILE
-    path.write_bytes(bytes(payload))
-    return path
+    return bytes(payload)
 
 
 @dataclass
@@ -403,6 +427,7 @@ class SippLoad:
         recv_timeout_ms: int = 10_000,
         trace_rtt: bool = False,
         scenario: Path = STREAM_SCENARIO,
+        extra_args: Iterable[str] = (),
     ) -> SippLoad:
         binary = shutil.which("sipp")
         if binary is None:
@@ -424,6 +449,7 @@ class SippLoad:
         ]
         if trace_rtt:
             command += ["-trace_rtt", "-rtt_freq", "1"]
+        command += list(extra_args)  # e.g. ["-lost", "10"] (bench/loss.py)
         with open(workdir / "sipp.stdout", "wb") as out, open(workdir / "sipp.stderr", "wb") as err:
             process = subprocess.Popen(
                 command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -501,6 +527,212 @@ class SippLoad:
         }
 
 
+# ------------------------------------------------------------------------ bench/loadgen.py
+
+
+class LineReader:
+    """Lines of a child's stdout pipe, read with a deadline (never blocks past it)."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        self.fd = process.stdout.fileno()
+        self.process = process
+        self.buffer = b""
+
+    def line(self, prefix: str, timeout: float) -> str | None:
+        """The next line starting with ``prefix`` (other lines skipped); None at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self.buffer:
+                raw, self.buffer = self.buffer.split(b"\n", 1)
+                text = raw.decode(errors="replace")
+                if text.startswith(prefix):
+                    return text[len(prefix):].strip()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            readable, _, _ = select.select([self.fd], [], [], min(remaining, 0.5))
+            if readable:
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    return None  # the child closed its stdout (exited)
+                self.buffer += chunk
+
+
+@dataclass
+class LoadgenLoad:
+    """bench/loadgen.py in its own process: SIP calls (or fixed RTP ports) streaming PCMU,
+    the server's packets kernel-timestamped; ``pacing(t0, t1)`` asks it for a window."""
+
+    process: subprocess.Popen[bytes]
+    command: list[str]
+    workdir: Path
+    report_path: Path
+    deadline: float
+    reader: LineReader
+    ready: dict[str, Any] | None = None
+
+    @classmethod
+    def start(
+        cls,
+        workdir: Path,
+        server: ServerProcess | None,
+        *,
+        calls: int,
+        rate: float,
+        duration_s: float,
+        timeout_s: float,
+        rtp_base: tuple[str, int] | None = None,
+        sockets: int = 8,
+    ) -> LoadgenLoad:
+        workdir.mkdir(parents=True, exist_ok=True)
+        report_path = workdir / "loadgen.json"
+        target = (["--server", f"{LOCALHOST}:{server.sip_port}"] if server is not None
+                  else ["--rtp-base", f"{rtp_base[0]}:{rtp_base[1]}"] if rtp_base else [])
+        if not target:
+            raise ValueError("a server or an RTP base port is needed")
+        command = [sys.executable, "-m", "bench.loadgen", *target, "--calls", str(calls),
+                   "--rate", f"{rate:g}", "--duration", f"{duration_s:g}",
+                   "--sockets", str(sockets), "--out", str(report_path)]
+        with open(workdir / "loadgen.stderr", "wb") as err:
+            process = subprocess.Popen(
+                command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                start_new_session=True,
+            )
+        return cls(process, command, workdir, report_path, time.monotonic() + timeout_s + 5,
+                   LineReader(process))
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def cpu_seconds(self) -> float:
+        try:
+            return proc_cpu_seconds(self.pid)
+        except OSError:
+            return float("nan")
+
+    def streaming_at(self, timeout: float = 120.0) -> float | None:
+        """Unix time the streams started (waits for the generator's READY line)."""
+        if self.ready is None:
+            line = self.reader.line("READY ", timeout)
+            if line is None:
+                return None
+            self.ready = json.loads(line)
+        return float(self.ready["streaming_at"])
+
+    def _command(self, text: str) -> None:
+        assert self.process.stdin is not None
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.process.stdin.write(text.encode() + b"\n")
+            self.process.stdin.flush()
+
+    def pacing(self, t0: float, t1: float, timeout: float = 60.0) -> dict[str, Any]:
+        """The server's outbound pacing seen by the generator over the Unix-time window."""
+        self._command(f"stats {t0:.6f} {t1:.6f}")
+        line = self.reader.line("STATS ", timeout)
+        return json.loads(line) if line else {"error": "no STATS answer"}
+
+    def wait(
+        self, until: float | None = None, poll: Callable[[], None] | None = None
+    ) -> int | None:
+        deadline = min(self.deadline, until) if until is not None else self.deadline
+        while self.running() and time.monotonic() < deadline:
+            if poll is not None:
+                poll()
+            self.reader.line("DONE", 0.5)
+        if self.running():
+            log(f"loadgen still running at its deadline: stopping pid {self.pid}")
+            self.stop()
+        return self.process.returncode
+
+    def stop(self) -> None:
+        """``stop`` (BYE every call, write the report), then SIGTERM, then SIGKILL."""
+        self._command("stop")
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if self.process.poll() is not None:
+                return
+            if sig is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.process.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=20 if sig is None else 5)
+
+    def report(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.report_path.read_text())  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            return {}
+
+    def summary(self) -> dict[str, Any]:
+        """SippLoad.summary()'s keys, from the generator's report."""
+        report = self.report()
+        setup = report.get("setup") or {}
+        teardown = report.get("teardown") or {}
+        statuses = dict(setup.get("final_statuses") or {})
+        statuses.pop("200", None)
+        established = report.get("established")
+        return {
+            "returncode": self.process.returncode,
+            "created": report.get("calls"),
+            "successful": teardown.get("bye_ok", established),
+            "failed": (report["calls"] - established) if established is not None else None,
+            "failures": statuses,
+            "workdir": str(self.workdir),
+            "loadgen": {k: v for k, v in report.items() if k != "pacing_whole_run"},
+            "pacing_whole_run": report.get("pacing_whole_run"),
+        }
+
+
+@dataclass
+class RelayProcess:
+    """bench/relay_baseline.py: the bare paced RTP echo on ``calls`` ports from ``base``."""
+
+    process: subprocess.Popen[bytes]
+    base: int
+    calls: int
+    reader: LineReader
+
+    @classmethod
+    def start(cls, workdir: Path, base: int, calls: int, max_seconds: float) -> RelayProcess:
+        workdir.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "bench.relay_baseline", "--base", str(base),
+                   "--calls", str(calls), "--max-seconds", f"{max_seconds:g}"]
+        with open(workdir / "relay.stderr", "wb") as err:
+            process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=err,
+                                       start_new_session=True)
+        relay = cls(process, base, calls, LineReader(process))
+        if relay.reader.line("READY", 20) is None:
+            relay.stop()
+            raise RuntimeError(f"relay baseline not ready; see {workdir}")
+        return relay
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> dict[str, Any]:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.process.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=10)
+        line = self.reader.line("{", 2)
+        counters: dict[str, Any] = {}
+        with contextlib.suppress(ValueError):
+            counters = json.loads("{" + line) if line is not None else {}
+        return counters
+
+
+LoadDriver = SippLoad | LoadgenLoad
+
+
 # ------------------------------------------------------------------------------------ sampling
 
 
@@ -521,10 +753,16 @@ class Sample:
     memory: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     """What :attr:`LevelHooks.probe` read right after (empty without one)."""
+    wall: float = 0.0
+    """Unix time of the sample (the load generator's kernel timestamps are Unix times)."""
+    polling_from: float = 0.0
+    """Unix time the /sessions polling before this sample began (it loads the server)."""
+    runq: float = 0.0
+    """The server's event-loop thread: seconds waited for a CPU so far (schedstat)."""
 
 
 def sample_after_refresh(
-    server: ServerProcess, sipp: SippLoad, *, start_polling_at: float, limit: float = 2.5,
+    server: ServerProcess, sipp: LoadDriver, *, start_polling_at: float, limit: float = 2.5,
     interval: float = 0.025, probe: Callable[[], dict[str, Any]] | None = None,
 ) -> Sample:
     """Poll /sessions from ``start_polling_at`` until the RTP counters change, then sample.
@@ -535,6 +773,7 @@ def sample_after_refresh(
     now = time.monotonic()
     if start_polling_at > now:
         time.sleep(start_polling_at - now)
+    polling_from = time.time()
     before = rtp_total(server.sessions())
     deadline = time.monotonic() + limit
     sessions: list[dict[str, Any]] = []
@@ -548,7 +787,8 @@ def sample_after_refresh(
     sample = Sample(
         mono=time.monotonic(), cpu=server.cpu_seconds(), sipp_cpu=sipp.cpu_seconds(),
         system=system_cpu(), drops=server.socket_drops(), sessions=sessions,
-        memory=server.memory(),
+        memory=server.memory(), wall=time.time(), polling_from=polling_from,
+        runq=proc_runqueue_wait(server.pid),
     )
     if probe is not None:
         sample.extra = probe()
@@ -593,7 +833,8 @@ def run_level(calls: int, args: argparse.Namespace, run_root: Path,
     result: dict[str, Any] = {"calls": calls, "workdir": str(workdir)}
     server = ServerProcess.start(workdir / "server", max_calls=calls + 10, rtp_range=rtp_range,
                                  extra_env=hooks.server_env)
-    sipp: SippLoad | None = None
+    sipp: LoadDriver | None = None
+    driver = getattr(args, "driver", "sipp")
     try:
         result["server_pid"] = server.pid
         result["uvloop"] = uses_uvloop(server.pid)
@@ -605,12 +846,20 @@ def run_level(calls: int, args: argparse.Namespace, run_root: Path,
 
         ramp_s = calls / args.rate
         timeout_s = ramp_s + args.duration + 60
-        sipp = SippLoad.start(workdir / "sipp", server, calls=calls, rate=args.rate,
-                              duration_s=args.duration, timeout_s=timeout_s)
+        if driver == "loadgen":
+            sipp = LoadgenLoad.start(workdir / "loadgen", server, calls=calls, rate=args.rate,
+                                     duration_s=args.duration + LOADGEN_GRACE_S,
+                                     timeout_s=timeout_s + LOADGEN_GRACE_S,
+                                     sockets=getattr(args, "sockets", 8))
+        else:
+            sipp = SippLoad.start(workdir / "sipp", server, calls=calls, rate=args.rate,
+                                  duration_s=args.duration, timeout_s=timeout_s)
         launched = time.monotonic()
-        log(f"{calls} calls: SIPp pid {sipp.pid}, server pid {server.pid}, "
+        log(f"{calls} calls: {driver} pid {sipp.pid}, server pid {server.pid}, "
             f"ramp {ramp_s:.1f} s, hold {args.duration:g} s")
 
+        if isinstance(sipp, LoadgenLoad) and sipp.streaming_at(timeout=ramp_s + 60) is None:
+            raise RuntimeError("the load generator never started streaming; see " + str(workdir))
         # Wait until every call is answered and its inbound RTP is flowing (or has failed).
         flowing: list[dict[str, Any]] = []
         ready_deadline = launched + ramp_s + 15
@@ -636,9 +885,12 @@ def run_level(calls: int, args: argparse.Namespace, run_root: Path,
             raise RuntimeError("no call got media; see " + str(workdir))
 
         # Steady window: from settle seconds after the last answer to shortly before the
-        # first call's BYE (first answer + hold time).
-        first_answer = min(parse_iso(s["answered_at"]) or time.time() for s in flowing)
-        end_target = time.monotonic() + (first_answer + args.duration - time.time()) - 1.5
+        # first call's BYE (SIPp: first answer + hold time; loadgen: its streaming start +
+        # the duration, every call streaming from the same moment).
+        media_from = min(parse_iso(s["answered_at"]) or time.time() for s in flowing)
+        if isinstance(sipp, LoadgenLoad):
+            media_from = sipp.streaming_at() or media_from
+        end_target = time.monotonic() + (media_from + args.duration - time.time()) - 1.5
         start = sample_after_refresh(server, sipp, probe=hooks.probe,
                                      start_polling_at=time.monotonic() + args.settle)
         if end_target - start.mono < 3:
@@ -648,6 +900,12 @@ def run_level(calls: int, args: argparse.Namespace, run_root: Path,
         end = sample_after_refresh(server, sipp, start_polling_at=start.mono + ticks - 0.15,
                                    probe=hooks.probe)
         result.update(window_metrics(start, end, calls))
+        result["driver"] = driver
+        if isinstance(sipp, LoadgenLoad):
+            result["pacing"] = sipp.pacing(start.wall, end.wall)
+            # The same window without its last stretch, where the bench polls /sessions
+            # every 25 ms (up to 2.5 s) to catch the counters' refresh.
+            result["pacing_unpolled"] = sipp.pacing(start.wall, end.polling_from)
         if hooks.after_window is not None:
             result.update(hooks.after_window(server, start, end))
 
@@ -680,6 +938,58 @@ def run_level(calls: int, args: argparse.Namespace, run_root: Path,
     return result
 
 
+def run_baseline_level(calls: int, args: argparse.Namespace, run_root: Path,
+                       rtp_range: tuple[int, int]) -> dict[str, Any]:
+    """bench/relay_baseline.py driven by the load generator (no SIP) at ``calls`` streams.
+
+    Same streams, call length and settle time as the server's level; the window runs from
+    ``settle`` s after the streams start to 1.5 s before they stop.
+    """
+    workdir = run_root / f"n{calls}" / "relay"
+    result: dict[str, Any] = {"calls": calls, "workdir": str(workdir), "rtp_base": rtp_range[0]}
+    relay = RelayProcess.start(workdir, rtp_range[0], calls, max_seconds=args.duration + 120)
+    load: LoadgenLoad | None = None
+    try:
+        result["relay_pid"] = relay.pid
+        load = LoadgenLoad.start(workdir / "loadgen", None, calls=calls, rate=args.rate,
+                                 duration_s=args.duration + LOADGEN_GRACE_S,
+                                 timeout_s=args.duration + LOADGEN_GRACE_S + 60,
+                                 rtp_base=(LOCALHOST, rtp_range[0]),
+                                 sockets=getattr(args, "sockets", 8))
+        streaming_at = load.streaming_at(timeout=60)
+        if streaming_at is None:
+            raise RuntimeError("the load generator never started streaming; see " + str(workdir))
+
+        def sample() -> tuple[float, float, float, float, tuple[float, float, float], float]:
+            assert load is not None
+            return (time.monotonic(), time.time(), proc_cpu_seconds(relay.pid),
+                    load.cpu_seconds(), system_cpu(), proc_runqueue_wait(relay.pid))
+
+        time.sleep(max(0.0, streaming_at + args.settle - time.time()))
+        mono0, wall0, relay0, load0, sys0, runq0 = sample()
+        time.sleep(max(1.0, streaming_at + args.duration - 1.5 - time.time()))
+        mono1, wall1, relay1, load1, sys1, runq1 = sample()
+        seconds = mono1 - mono0
+        cpu, load_cpu, busy = relay1 - relay0, load1 - load0, sys1[0] - sys0[0]
+        result.update({
+            "window_seconds": round(seconds, 3),
+            "relay_cpu_pct": round(100 * cpu / seconds, 2),
+            "ms_per_call_second": round(1000 * cpu / (calls * seconds), 3),
+            "loadgen_cpu_pct": round(100 * load_cpu / seconds, 2),
+            "other_cpu_pct": round(100 * (busy - cpu - load_cpu) / seconds, 2),
+            "relay_runqueue_wait_pct": round(100 * (runq1 - runq0) / seconds, 2),
+            "relay_rss_mib": proc_memory(relay.pid).get("VmRSS"),
+            "pacing": load.pacing(wall0, wall1),
+        })
+        load.wait()
+        result["loadgen"] = load.summary()["loadgen"]
+    finally:
+        if load is not None and load.running():
+            load.stop()
+        result["relay"] = relay.stop()
+    return result
+
+
 def window_metrics(start: Sample, end: Sample, calls: int) -> dict[str, Any]:
     seconds = end.mono - start.mono
     cpu = end.cpu - start.cpu
@@ -709,6 +1019,7 @@ def window_metrics(start: Sample, end: Sample, calls: int) -> dict[str, Any]:
         "machine_busy_pct_of_all_cpus": round(
             100 * busy / (end.system[1] - start.system[1]), 2),
         "steal_pct_of_one_cpu": round(100 * (end.system[2] - start.system[2]) / seconds, 2),
+        "server_runqueue_wait_pct": round(100 * (end.runq - start.runq) / seconds, 2),
         "rss_mib": end.memory.get("VmRSS"),
         "packets_in": d_in,
         "packets_out": d_out,
@@ -746,11 +1057,26 @@ def whole_call_metrics(ended: list[dict[str, Any]], duration: float) -> dict[str
 # ------------------------------------------------------------------------------------- output
 
 
+def pace_cells(pacing: dict[str, Any] | None) -> str:
+    """``p50/p99/max`` ms and received % of a loadgen pacing dict (dashes without one)."""
+    if not pacing or pacing.get("pace_p99_ms") is None:
+        return f"{'-':>20} {'-':>6}"
+    cells = f"{pacing['pace_p50_ms']:.2f}/{pacing['pace_p99_ms']:.2f}/{pacing['pace_max_ms']:.1f}"
+    return f"{cells:>20} {pacing['received_pct']:>6.2f}"
+
+
+def unpolled_p99(level: dict[str, Any]) -> str:
+    value = (level.get("pacing_unpolled") or {}).get("pace_p99_ms")
+    return f"{value:>7.2f}" if value is not None else f"{'-':>7}"
+
+
 def print_table(levels: list[dict[str, Any]]) -> None:
+    paced = any("pacing" in r for r in levels)
     header = (
         f"{'calls':>5} {'ok/fail':>9} {'window':>7} {'CPU%':>6} {'ms/call-s':>9} "
         f"{'RSS MiB':>7} {'in pps':>6} {'out pps':>7} {'lost':>5} {'loss%':>7} {'drops':>5} "
-        f"{'jit ms':>6} {'sipp%':>6} {'other%':>6} {'left':>4}"
+        f"{'jit ms':>6} {'load%':>6} {'other%':>6} {'wait%':>5} {'left':>4}"
+        + (f" {'pace p50/p99/max ms':>20} {'rx%':>6} {'p99 np':>7}" if paced else "")
     )
     print(header)
     print("-" * len(header))
@@ -766,23 +1092,61 @@ def print_table(levels: list[dict[str, Any]]) -> None:
             f"{r['in_pps_per_call']:>6.2f} {r['out_pps_per_call']:>7.2f} {r['lost']:>5} "
             f"{r['loss_pct']:>7.3f} {r['socket_drops']:>5} {r['jitter_ms_mean']:>6.2f} "
             f"{r['sipp_cpu_pct']:>6.1f} {r['other_cpu_pct']:>6.1f} "
+            f"{r.get('server_runqueue_wait_pct', float('nan')):>5.1f} "
             f"{len(r.get('left_on_server', [])):>4}"
+            + (" " + pace_cells(r.get("pacing")) + " " + unpolled_p99(r) if paced else "")
         )
     print(
         "\nCPU% = server process, % of one core over the steady window; ms/call-s = server CPU "
         "ms per second of one call;\nin/out pps = RTP packets per call per second (50 = every "
         "20 ms frame); lost = RFC 3550 loss toward the server;\ndrops = kernel drops on the "
-        "server's sockets; jit = mean inbound jitter; sipp%/other% = CPU of SIPp / of every "
-        "other process;\nleft = calls still live on the server after SIPp ended."
+        "server's sockets; jit = mean inbound jitter; load%/other% = CPU of the load generator "
+        "(SIPp or\nbench.loadgen) / of every other process; left = calls still live on the server "
+        "after the load ended;\npace = |arrival - 20 ms grid| of the server's packets at the "
+        "load generator (kernel timestamps), p50/p99/max;\nrx% = packets received / expected "
+        "over the window; p99 np = pace p99 without the window's end, where the bench polls "
+        "/sessions;\nwait% = time the server's event loop waited for a CPU (runnable, not running: "
+        "/proc/<pid>/schedstat), % of the window."
     )
+
+
+def print_baseline(levels: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> None:
+    """The relay's rows, with the server's CPU per call-second as a ratio to the relay's."""
+    print("\nbare relay baseline (bench.relay_baseline, same streams, same run):")
+    header = (f"{'calls':>5} {'window':>7} {'CPU%':>6} {'ms/call-s':>9} {'server':>7} "
+              f"{'ratio':>6} {'pace p50/p99/max ms':>20} {'rx%':>6} {'srv pace p99':>12} "
+              f"{'load%':>6} {'other%':>6} {'wait%':>5} {'srv':>5}")
+    print(header)
+    print("-" * len(header))
+    for b in baselines:
+        if "error" in b:
+            print(f"{b['calls']:>5}  error: {b['error']}")
+            continue
+        server = next((lvl for lvl in levels if lvl["calls"] == b["calls"]
+                       and lvl.get("repeat") == b.get("repeat") and "error" not in lvl), None)
+        ms = server.get("ms_per_call_second") if server else None
+        ratio = ms / b["ms_per_call_second"] if ms and b["ms_per_call_second"] else None
+        srv_p99 = ((server or {}).get("pacing") or {}).get("pace_p99_ms")
+        print(f"{b['calls']:>5} {b['window_seconds']:>6.1f}s {b['relay_cpu_pct']:>6.1f} "
+              f"{b['ms_per_call_second']:>9.3f} "
+              f"{(f'{ms:.3f}' if ms else '-'):>7} {(f'{ratio:.2f}x' if ratio else '-'):>6} "
+              f"{pace_cells(b.get('pacing'))} {(f'{srv_p99:.2f}' if srv_p99 else '-'):>12} "
+              f"{b['loadgen_cpu_pct']:>6.1f} {b['other_cpu_pct']:>6.1f} "
+              f"{b.get('relay_runqueue_wait_pct', float('nan')):>5.1f} "
+              f"{(server or {}).get('server_runqueue_wait_pct', float('nan')):>5.1f}")
+    print("\nratio = server ms/call-s / relay ms/call-s at the same N in the same run (issue "
+          "target <= 2.5x);\nsrv pace p99 = the server's pacing p99 in its own level above; "
+          "wait% / srv = relay's / server's event loop waiting for a CPU, % of the window.")
 
 
 SUMMARY_KEYS = ("server_cpu_pct", "ms_per_call_second", "rss_mib", "in_pps_per_call",
                 "out_pps_per_call", "loss_pct", "sipp_cpu_pct", "other_cpu_pct")
 
 
-def summarize(levels: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per call count: median (and min/max) of the main numbers over the repeats."""
+def summarize(levels: list[dict[str, Any]],
+              baselines: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Per call count: median (and min/max) of the main numbers over the repeats; with
+    baselines, the relay's medians and the server/relay CPU ratio of the medians."""
     out: dict[str, Any] = {}
     for calls in sorted({lvl["calls"] for lvl in levels}):
         runs = [lvl for lvl in levels if lvl["calls"] == calls and "error" not in lvl]
@@ -797,6 +1161,28 @@ def summarize(levels: list[dict[str, Any]]) -> dict[str, Any]:
         entry["socket_drops"] = sum(r["socket_drops"] for r in runs)
         entry["sipp_failed"] = sum((r.get("sipp") or {}).get("failed") or 0 for r in runs)
         entry["left_on_server"] = sum(len(r.get("left_on_server", [])) for r in runs)
+        for key in ("pace_p50_ms", "pace_p99_ms", "pace_max_ms", "received_pct"):
+            values = [float(r["pacing"][key]) for r in runs
+                      if (r.get("pacing") or {}).get(key) is not None]
+            if values:
+                entry[key] = {"median": round(statistics.median(values), 3),
+                              "min": round(min(values), 3), "max": round(max(values), 3)}
+        relay = [b for b in baselines or () if b["calls"] == calls and "error" not in b]
+        if relay:
+            entry["relay"] = {
+                key: round(statistics.median(float(b[key]) for b in relay), 3)
+                for key in ("ms_per_call_second", "relay_cpu_pct", "loadgen_cpu_pct",
+                            "other_cpu_pct")
+            }
+            entry["relay"].update({
+                key: round(statistics.median(float(b["pacing"][key]) for b in relay), 3)
+                for key in ("pace_p50_ms", "pace_p99_ms", "pace_max_ms")
+                if all((b.get("pacing") or {}).get(key) is not None for b in relay)
+            })
+            if "ms_per_call_second" in entry and entry["relay"]["ms_per_call_second"]:
+                entry["ratio_ms_per_call_second_vs_relay"] = round(
+                    entry["ms_per_call_second"]["median"]
+                    / entry["relay"]["ms_per_call_second"], 2)
         out[str(calls)] = entry
     return out
 
@@ -840,16 +1226,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds of idle-server CPU baseline (default 2)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run the whole sweep this many times; medians are reported (1..10)")
+    parser.add_argument("--driver", choices=("sipp", "loadgen"), default="sipp",
+                        help="who places and streams the calls: SIPp rtp_stream (default) or "
+                             "bench.loadgen, which also measures the server's outbound pacing")
+    parser.add_argument("--sockets", type=int, default=8,
+                        help="loadgen: UDP sockets shared by the calls (default 8)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also run bench.relay_baseline at each N (implies --driver loadgen)")
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON file (default bench/results/capacity-<date>.json)")
     args = parser.parse_args(argv)
+    if args.baseline:
+        args.driver = "loadgen"
     if not 5 <= args.duration <= 600:
         parser.error("--duration must be 5..600 s")
     if not 0.5 <= args.rate <= 500:
         parser.error("--rate must be 0.5..500 calls/s")
     if not 1 <= args.repeat <= 10:
         parser.error("--repeat must be 1..10")
-    if shutil.which("sipp") is None:
+    if not 1 <= args.sockets <= 1000:
+        parser.error("--sockets must be 1..1000")
+    if args.driver == "sipp" and shutil.which("sipp") is None:
         parser.error("sipp is not installed (Debian package sip-tester)")
 
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -859,6 +1256,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"run directory {run_root}")
     machine = machine_facts()  # before the load: load average, the commit measured
     levels: list[dict[str, Any]] = []
+    baselines: list[dict[str, Any]] = []
     for repeat in range(args.repeat):  # interleaved, so a busy neighbour hits every level
         for calls in args.calls:
             try:
@@ -870,6 +1268,16 @@ def main(argv: list[str] | None = None) -> int:
                 level = {"calls": calls, "error": repr(exc)}
             level["repeat"] = repeat + 1
             levels.append(level)
+            if not args.baseline:
+                continue
+            try:
+                baseline = run_baseline_level(calls, args, run_root / f"r{repeat + 1}",
+                                              pick_rtp_range(block))
+            except Exception as exc:
+                log(f"{calls} relay baseline failed: {exc!r}")
+                baseline = {"calls": calls, "error": repr(exc)}
+            baseline["repeat"] = repeat + 1
+            baselines.append(baseline)
     if git_facts() != {k: machine.get(k) for k in ("git_commit", "git_changed_outside_bench")}:
         machine["tree_changed_during_run"] = git_facts()
         log("warning: the working tree changed during the run (see machine.tree_changed...)")
@@ -881,11 +1289,14 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "calls": args.calls, "duration_s": args.duration, "rate_cps": args.rate,
             "settle_s": args.settle, "model": "echo", "log_level": "INFO",
+            "driver": args.driver, "loadgen_sockets": args.sockets, "baseline": args.baseline,
             "rtp_block": block, "scenario": str(STREAM_SCENARIO.relative_to(REPO)),
             "server_command": server_command(),
+            "pythonpath": os.environ.get("PYTHONPATH"),
         },
         "levels": levels,
-        "summary": summarize(levels),
+        "baselines": baselines,
+        "summary": summarize(levels, baselines),
     }
     output = args.output or RESULTS / f"capacity-{stamp}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -894,6 +1305,8 @@ def main(argv: list[str] | None = None) -> int:
           f"Python {machine['python']}, uvloop {'on' if machine['uvloop'] else 'off'}, "
           f"{args.duration:g} s calls\n")
     print_table(levels)
+    if baselines:
+        print_baseline(levels, baselines)
     if args.repeat > 1:
         print_summary(report["summary"])
     print(f"\nJSON: {output}")

@@ -5,13 +5,13 @@
 
 A fresh ``sipagent run`` (echo model, INFO logs, private ports) is started as a subprocess.
 
-1. A small Python UAC here places ``--calls`` calls one after another (at most ``--rate`` new
-   calls per second) over UDP and timestamps, with ``time.perf_counter()`` right after the
-   INVITE leaves and right after each datagram arrives: INVITE → 100 Trying, INVITE → 200 OK,
-   INVITE → first RTP packet from the server on the port its SDP offered. Then it ACKs, sends
-   a short PCMU burst (``--probe-frames`` packets, 20 ms apart) and notes when the first of
-   them comes back (echo round trip through the server: jitter buffer + 20 ms tick), sends BYE
-   and waits for its 200.
+1. The small Python UAC of bench/uac.py places ``--calls`` calls one after another (at most
+   ``--rate`` new calls per second) over UDP and timestamps, with ``time.perf_counter()``
+   right after the INVITE leaves and right after each datagram arrives: INVITE → 100 Trying,
+   INVITE → 200 OK, INVITE → first RTP packet from the server on the port its SDP offered.
+   Then it ACKs, sends a short PCMU burst (``--probe-frames`` packets, 20 ms apart) and notes
+   when the first of them comes back (echo round trip through the server: jitter buffer +
+   20 ms tick), sends BYE and waits for its 200.
 2. SIPp cross-check: ``--sipp-calls`` calls of bench/sipp/uac_stream.xml (1 s each, at
    ``--rate`` calls/s) with ``-trace_rtt``: SIPp's own INVITE → 200 OK response time per
    call (whole milliseconds: SIPp's clock ticks in ms) and its repartition.
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import re
 import secrets
 import select
 import shutil
@@ -37,7 +36,6 @@ import statistics
 import struct
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,249 +54,59 @@ from bench.capacity import (  # noqa: E402
     pick_rtp_range,
     uses_uvloop,
 )
+from bench.uac import CallTiming, Uac  # noqa: E402
 from tests.peers.sipp import LOCALHOST  # noqa: E402
 
-INVITE_TIMEOUT = 5.0
-"""Seconds to wait for the 200 OK (and the first RTP packet) before the call counts as failed."""
-RTP_WAIT_AFTER_200 = 1.0
-"""Seconds to keep waiting for the first RTP packet once the 200 OK is in."""
 ECHO_TIMEOUT = 1.0
-BYE_TIMEOUT = 2.0
 PROBE_PAYLOAD = bytes([0x5A]) * 160
 """A PCMU frame that the server's own silence (0xFF) can never be mistaken for."""
 
 
-# ------------------------------------------------------------------------------ a tiny UAC
+# ------------------------------------------------------------------------------ probe calls
 
 
-def header(message: str, *names: str) -> str | None:
-    """The first value of a header (long or compact name), case-insensitive."""
-    wanted = {n.lower() for n in names}
-    for line in message.split("\r\n")[1:]:
-        if not line:
-            break
-        name, _, value = line.partition(":")
-        if name.strip().lower() in wanted:
-            return value.strip()
+def probe_call(uac: Uac, index: int, probe_frames: int) -> CallTiming:
+    """One call on a fresh RTP socket: INVITE (first RTP timed), echo probe, BYE."""
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind((LOCALHOST, 0))
+    rtp.setblocking(False)
+    try:
+        timing = uac.invite(index, rtp.getsockname()[1], rtp)
+        dialog = timing.dialog
+        if dialog is not None and dialog.remote_rtp is not None and probe_frames > 0:
+            timing.echo_ms = echo_probe(rtp, dialog.remote_rtp, probe_frames)
+        if dialog is not None:
+            timing.bye_ok = uac.bye(dialog)
+    finally:
+        rtp.close()
+    return timing
+
+
+def echo_probe(rtp: socket.socket, remote: tuple[str, int], frames: int) -> float | None:
+    """Send ``frames`` PCMU frames 20 ms apart; ms from the first sent to the first echoed."""
+    ssrc, seq, ts = secrets.randbits(32), secrets.randbits(16), secrets.randbits(32)
+    first_sent: float | None = None
+    deadline = time.perf_counter() + frames * 0.020 + ECHO_TIMEOUT
+    next_send = time.perf_counter()
+    sent = 0
+    while time.perf_counter() < deadline:
+        now = time.perf_counter()
+        if sent < frames and now >= next_send:
+            packet = struct.pack("!BBHII", 0x80, 0x80 if sent == 0 else 0x00,
+                                 (seq + sent) & 0xFFFF, (ts + 160 * sent) & 0xFFFFFFFF, ssrc)
+            rtp.sendto(packet + PROBE_PAYLOAD, remote)
+            if first_sent is None:
+                first_sent = time.perf_counter()
+            sent += 1
+            next_send += 0.020
+        wait = max(0.0, (next_send if sent < frames else deadline) - time.perf_counter())
+        readable, _, _ = select.select([rtp], [], [], wait)
+        if readable:
+            with contextlib.suppress(BlockingIOError):
+                data = rtp.recv(2048)
+                if first_sent is not None and data[12:] == PROBE_PAYLOAD:
+                    return (time.perf_counter() - first_sent) * 1000
     return None
-
-
-@dataclass
-class CallTiming:
-    """What one probe call measured (milliseconds from the INVITE leaving)."""
-
-    index: int
-    started_at: float = 0.0
-    """Unix time the INVITE left (to line outliers up with the server log)."""
-    trying_ms: float | None = None
-    ringing_ms: float | None = None
-    ok_ms: float | None = None
-    first_rtp_ms: float | None = None
-    echo_ms: float | None = None
-    """First probe frame sent → the same payload received back."""
-    invite_retransmissions: int = 0
-    status: int | None = None
-    error: str | None = None
-    bye_ok: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class ProbeUac:
-    """Sequential SIP UAC over UDP on 127.0.0.1, one fresh RTP socket per call."""
-
-    def __init__(self, server: tuple[str, int]) -> None:
-        self.server = server
-        self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sip.bind((LOCALHOST, 0))
-        self.local_port = self.sip.getsockname()[1]
-
-    def close(self) -> None:
-        self.sip.close()
-
-    # -- messages -----------------------------------------------------------------------------
-    def _request(self, method: str, uri: str, call_id: str, cseq: int, from_tag: str,
-                 to_tag: str | None, body: str = "", branch: str | None = None) -> bytes:
-        branch = branch or f"z9hG4bK-bench-{secrets.token_hex(8)}"
-        to = f"<sip:echo@{self.server[0]}:{self.server[1]}>" + (f";tag={to_tag}" if to_tag else "")
-        lines = [
-            f"{method} {uri} SIP/2.0",
-            f"Via: SIP/2.0/UDP {LOCALHOST}:{self.local_port};branch={branch};rport",
-            f"From: <sip:bench@{LOCALHOST}:{self.local_port}>;tag={from_tag}",
-            f"To: {to}",
-            f"Call-ID: {call_id}",
-            f"CSeq: {cseq} {method}",
-            f"Contact: <sip:bench@{LOCALHOST}:{self.local_port}>",
-            "Max-Forwards: 70",
-            "User-Agent: sipagent-bench-probe",
-        ]
-        if body:
-            lines.append("Content-Type: application/sdp")
-        lines.append(f"Content-Length: {len(body.encode())}")
-        return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
-
-    @staticmethod
-    def _offer(rtp_port: int) -> str:
-        return "\r\n".join([
-            "v=0",
-            f"o=bench {secrets.randbelow(10**9)} 1 IN IP4 {LOCALHOST}",
-            "s=sipagent bench",
-            f"c=IN IP4 {LOCALHOST}",
-            "t=0 0",
-            f"m=audio {rtp_port} RTP/AVP 0 101",
-            "a=rtpmap:0 PCMU/8000",
-            "a=rtpmap:101 telephone-event/8000",
-            "a=fmtp:101 0-16",
-            "a=ptime:20",
-            "a=sendrecv",
-            "",
-        ])
-
-    def _recv_sip(self) -> str | None:
-        try:
-            data, _ = self.sip.recvfrom(65535)
-        except BlockingIOError:
-            return None
-        return data.decode(errors="replace")
-
-    def drain(self) -> None:
-        """Drop stale datagrams (retransmitted responses of earlier calls)."""
-        self.sip.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                self.sip.recvfrom(65535)
-
-    # -- one call -----------------------------------------------------------------------------
-    def call(self, index: int, probe_frames: int) -> CallTiming:
-        timing = CallTiming(index)
-        self.drain()
-        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        rtp.bind((LOCALHOST, 0))
-        rtp.setblocking(False)
-        rtp_port = rtp.getsockname()[1]
-        call_id = f"bench-{secrets.token_hex(8)}@{LOCALHOST}"
-        from_tag = secrets.token_hex(4)
-        uri = f"sip:echo@{self.server[0]}:{self.server[1]}"
-        invite = self._request("INVITE", uri, call_id, 1, from_tag, None, self._offer(rtp_port))
-        to_tag: str | None = None
-        target = uri
-        remote_rtp: tuple[str, int] | None = None
-        try:
-            start = time.perf_counter()
-            self.sip.sendto(invite, self.server)
-            timing.started_at = time.time()
-            next_retransmit, interval = start + 0.5, 0.5
-            deadline = start + INVITE_TIMEOUT
-            while True:
-                now = time.perf_counter()
-                if timing.ok_ms is not None and (
-                    timing.first_rtp_ms is not None
-                    or now > start + timing.ok_ms / 1000 + RTP_WAIT_AFTER_200
-                ):
-                    break
-                if now >= deadline:
-                    timing.error = "no 200 OK" if timing.ok_ms is None else "no RTP"
-                    break
-                if timing.trying_ms is None and timing.ok_ms is None and now >= next_retransmit:
-                    self.sip.sendto(invite, self.server)  # Timer A
-                    timing.invite_retransmissions += 1
-                    interval *= 2
-                    next_retransmit = now + interval
-                wait = max(0.0, min(deadline, next_retransmit) - now)
-                readable, _, _ = select.select([self.sip, rtp], [], [], wait)
-                arrived = time.perf_counter()
-                if rtp in readable:
-                    with contextlib.suppress(BlockingIOError):
-                        data = rtp.recv(2048)
-                        if timing.first_rtp_ms is None and len(data) >= 12 and data[0] >> 6 == 2:
-                            timing.first_rtp_ms = (arrived - start) * 1000
-                if self.sip in readable:
-                    message = self._recv_sip()
-                    if not message or not message.startswith("SIP/2.0 "):
-                        continue
-                    if header(message, "Call-ID", "i") != call_id:
-                        continue
-                    status = int(message.split(" ", 2)[1])
-                    cseq = header(message, "CSeq") or ""
-                    if not cseq.endswith("INVITE"):
-                        continue
-                    if status == 100 and timing.trying_ms is None:
-                        timing.trying_ms = (arrived - start) * 1000
-                    elif status == 180 and timing.ringing_ms is None:
-                        timing.ringing_ms = (arrived - start) * 1000
-                    elif status >= 200 and timing.ok_ms is None and timing.status is None:
-                        timing.status = status
-                        if status != 200:
-                            timing.error = f"final response {status}"
-                            break
-                        timing.ok_ms = (arrived - start) * 1000
-                        to_header = header(message, "To", "t") or ""
-                        match = re.search(r";\s*tag=([^;>\s]+)", to_header)
-                        to_tag = match.group(1) if match else None
-                        contact = header(message, "Contact", "m") or ""
-                        match = re.search(r"<([^>]+)>", contact)
-                        target = match.group(1) if match else target
-                        remote_rtp = sdp_media_address(message.split("\r\n\r\n", 1)[-1])
-                        self.sip.sendto(
-                            self._request("ACK", target, call_id, 1, from_tag, to_tag), self.server)
-            if timing.ok_ms is not None and remote_rtp is not None and probe_frames > 0:
-                timing.echo_ms = self._echo_probe(rtp, remote_rtp, probe_frames)
-            if timing.ok_ms is not None:
-                timing.bye_ok = self._bye(target, call_id, from_tag, to_tag)
-        finally:
-            rtp.close()
-        return timing
-
-    def _echo_probe(self, rtp: socket.socket, remote: tuple[str, int], frames: int) -> float | None:
-        ssrc, seq, ts = secrets.randbits(32), secrets.randbits(16), secrets.randbits(32)
-        first_sent: float | None = None
-        deadline = time.perf_counter() + frames * 0.020 + ECHO_TIMEOUT
-        next_send = time.perf_counter()
-        sent = 0
-        while time.perf_counter() < deadline:
-            now = time.perf_counter()
-            if sent < frames and now >= next_send:
-                packet = struct.pack("!BBHII", 0x80, 0x80 if sent == 0 else 0x00,
-                                     (seq + sent) & 0xFFFF, (ts + 160 * sent) & 0xFFFFFFFF, ssrc)
-                rtp.sendto(packet + PROBE_PAYLOAD, remote)
-                if first_sent is None:
-                    first_sent = time.perf_counter()
-                sent += 1
-                next_send += 0.020
-            wait = max(0.0, (next_send if sent < frames else deadline) - time.perf_counter())
-            readable, _, _ = select.select([rtp], [], [], wait)
-            if readable:
-                with contextlib.suppress(BlockingIOError):
-                    data = rtp.recv(2048)
-                    if first_sent is not None and data[12:] == PROBE_PAYLOAD:
-                        return (time.perf_counter() - first_sent) * 1000
-        return None
-
-    def _bye(self, target: str, call_id: str, from_tag: str, to_tag: str | None) -> bool:
-        bye = self._request("BYE", target, call_id, 2, from_tag, to_tag)
-        start = time.perf_counter()
-        self.sip.sendto(bye, self.server)
-        next_retransmit, deadline = start + 0.5, start + BYE_TIMEOUT
-        while (now := time.perf_counter()) < deadline:
-            if now >= next_retransmit:
-                self.sip.sendto(bye, self.server)
-                next_retransmit = now + 0.5
-            readable, _, _ = select.select([self.sip], [], [],
-                                           max(0.0, min(next_retransmit, deadline) - now))
-            if readable:
-                message = self._recv_sip()
-                if (message and message.startswith("SIP/2.0 200")
-                        and header(message, "Call-ID", "i") == call_id
-                        and (header(message, "CSeq") or "").endswith("BYE")):
-                    return True
-        return False
-
-
-def sdp_media_address(body: str) -> tuple[str, int] | None:
-    host = re.search(r"^c=IN IP4 (\S+)", body, re.MULTILINE)
-    port = re.search(r"^m=audio (\d+)", body, re.MULTILINE)
-    if not host or not port:
-        return None
-    return host.group(1), int(port.group(1))
 
 
 # -------------------------------------------------------------------------------- measuring
@@ -320,7 +128,7 @@ def distribution(values: list[float]) -> dict[str, Any]:
 
 def run_probes(server: ServerProcess, calls: int, rate: float, probe_frames: int,
                time_limit: float) -> dict[str, Any]:
-    uac = ProbeUac((LOCALHOST, server.sip_port))
+    uac = Uac((LOCALHOST, server.sip_port), user_agent="sipagent-bench-probe")
     timings: list[CallTiming] = []
     started = time.monotonic()
     try:
@@ -333,7 +141,7 @@ def run_probes(server: ServerProcess, calls: int, rate: float, probe_frames: int
             if next_start > now:
                 time.sleep(next_start - now)
             next_start = time.monotonic() + 1.0 / rate
-            timings.append(uac.call(index, probe_frames))
+            timings.append(probe_call(uac, index, probe_frames))
     finally:
         uac.close()
     ok = [t for t in timings if t.ok_ms is not None]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import math
 from collections import Counter
 from collections.abc import Mapping
 
@@ -25,6 +27,7 @@ METRIC_NAMES = [
     "sipagent_voice_latency_ms",
     "sipagent_tool_latency_s",
     "sipagent_call_setup_ms",
+    "sipagent_asyncio_tasks",
 ]
 """Every family a :class:`Metrics` exposes; ``test_admin_app`` checks ``GET /metrics`` for them."""
 
@@ -242,3 +245,22 @@ def test_track_follows_the_registry() -> None:
     other.session_id = "s2"
     registry.add(other)
     assert value(metrics, "sipagent_active_calls") == 0
+
+
+def test_asyncio_tasks_counts_the_tasks_of_the_loop_serving_the_scrape() -> None:
+    metrics = Metrics()
+    assert math.isnan(value(metrics, "sipagent_asyncio_tasks"))  # no running loop, no count
+
+    async def scrape_around_three_tasks() -> tuple[float, float, float]:
+        before = value(metrics, "sipagent_asyncio_tasks")
+        release = asyncio.Event()
+        waiting = [asyncio.create_task(release.wait()) for _ in range(3)]
+        during = value(metrics, "sipagent_asyncio_tasks")
+        release.set()
+        await asyncio.gather(*waiting)
+        return before, during, value(metrics, "sipagent_asyncio_tasks")
+
+    before, during, after = asyncio.run(scrape_around_three_tasks())
+    assert before >= 1  # the coroutine doing the scrape is a task itself
+    assert during == before + 3
+    assert after == before
