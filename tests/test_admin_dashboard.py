@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import websockets
 
@@ -20,6 +21,7 @@ from admin.app import create_app
 from admin.dashboard import SessionEvents, live_summary
 from admin.server import start_admin
 from sipagent.registry import CallRecord, CallRegistry, CallState, RtpSnapshot
+from tests.peers.audio import write_wav
 
 TOKEN = "dashboard-token"
 ARTIFACTS = Path(__file__).parent / ".artifacts"
@@ -296,7 +298,11 @@ async def test_dashboard_in_headless_chromium(tmp_path: Path) -> None:
     waiting = make_record(1)
     registry.add(waiting)
     controller = IdleController()
-    app = create_app(registry, controller, token=TOKEN)
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    wav = recordings / "s00000000002.wav"
+    write_wav(wav, np.zeros(800, dtype=np.int16))  # 0.1 s of silence
+    app = create_app(registry, controller, token=TOKEN, recordings_dir=recordings)
     admin = await start_admin(app, "127.0.0.1", 0)
     try:
         async with chromium(binary, tmp_path / "profile") as page:
@@ -318,6 +324,7 @@ async def test_dashboard_in_headless_chromium(tmp_path: Path) -> None:
             # A new call appears by SSE.
             call = make_record(2, answered_ago=65)
             call.rtp = RtpSnapshot(packets_in=3250, packets_out=3240, lost=3, jitter_ms=4.25)
+            call.recording_path = str(wav)
             registry.add(call)
             await page.wait_for(has_row("s00000000002"), "the added row")
             cells = await page.evaluate(
@@ -364,6 +371,17 @@ async def test_dashboard_in_headless_chromium(tmp_path: Path) -> None:
                 'lookup_order\t{"order":42}\t{"status":"shipped"}\t85'
             )
             assert not await page.evaluate("document.getElementById('hangup').disabled")
+            # The recording: a button that fetches the WAV with the token, saved from a blob.
+            recording = "document.querySelector('[data-fact=recording] button')"
+            assert await page.evaluate(f"{recording}.innerText") == "Download WAV"
+            await page.evaluate(
+                "window.savedBlobs = []; const made = URL.createObjectURL;"
+                "URL.createObjectURL = (blob) => { window.savedBlobs.push(blob.size);"
+                " return made(blob); };"
+                f"{recording}.click()"
+            )
+            await page.wait_for("window.savedBlobs.length === 1", "the recording download")
+            assert await page.evaluate("window.savedBlobs[0]") == wav.stat().st_size
             ARTIFACTS.mkdir(exist_ok=True)
             shot = await page.call(
                 "Page.captureScreenshot", format="png", captureBeyondViewport=True

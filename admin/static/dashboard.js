@@ -356,6 +356,7 @@
       ["Turns", turns.length],
       ["DTMF", (call.dtmf || []).join("") || null],
       ["SIP Call-ID", call.call_id],
+      ["Recording", recordingLink(call), "recording"],
     ]);
     const transcript = (call.transcript || []).map((line) =>
       el("li", {}, el("span", { class: `role role-${line.role}`, text: line.role || "?" }), String(line.text ?? "")),
@@ -378,6 +379,32 @@
       Object.entries(call.rtp || {}).map(([key, value]) => [key.replace(/_/g, " "), value]),
     );
     setActionsEnabled(call.state !== "ended");
+  }
+
+  // The WAV needs the bearer token: fetch it, then hand the browser a blob to save.
+  function recordingLink(call) {
+    if (!call.recording_url) return null;
+    const label = call.recording_truncated ? "Download WAV (stopped at the size cap)" : "Download WAV";
+    const button = el("button", { type: "button", class: "link", text: label });
+    button.addEventListener("click", async () => {
+      let response;
+      try {
+        response = await api(call.recording_url.replace(/^\//, ""));
+      } catch (error) {
+        return;
+      }
+      if (!response.ok) {
+        button.textContent = `not available (HTTP ${response.status})`;
+        return;
+      }
+      const url = URL.createObjectURL(await response.blob());
+      const link = el("a", { href: url, download: `${call.session_id}.wav` });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10000);
+    });
+    return button;
   }
 
   function setActionsEnabled(enabled) {
