@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from .registry import CallRecord, CallRegistry, ChangeKind, iso_utc
+from .registry import CallRecord, CallRegistry, ChangeKind, handoffs, iso_utc
 from .settings import ConfigError, env_name
 
 __all__ = [
@@ -393,6 +393,8 @@ def _row_dict(row: Mapping[str, object], *, detail: bool) -> Row:
     if detail:
         for name in ("transcript", "tool_calls", "turns"):
             result[name] = row[name]
+        tool_calls = row["tool_calls"]
+        result["handoffs"] = handoffs(tool_calls) if isinstance(tool_calls, list) else []
     return result
 
 

@@ -14,10 +14,10 @@ import contextlib
 import enum
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 __all__ = [
     "CallRecord",
@@ -31,6 +31,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: How bridge.agents names its handoff tools and the human transfer (kept equal by a test).
+HANDOFF_PREFIX: Final = "transfer_to_"
+HUMAN_TRANSFER_TOOL: Final = "transfer_to_human"
 
 DEFAULT_KEEP_ENDED = 100
 
@@ -239,6 +243,7 @@ class CallRecord:
                 "dtmf": list(self.dtmf),
                 "transcript": [dict(line) for line in self.transcript],
                 "tool_calls": [dict(call) for call in self.tool_calls],
+                "handoffs": handoffs(self.tool_calls),
                 "turns": [dict(turn) for turn in self.turns],
                 "facts": dict(self.facts),
                 "recording_path": self.recording_path,
@@ -247,6 +252,27 @@ class CallRecord:
             }
         )
         return detail
+
+
+def handoffs(tool_calls: Iterable[Mapping[str, object]]) -> list[dict[str, object]]:
+    """The agent handoffs among a call's tool calls: ``{"to", "reason", "at"}`` each, in order.
+
+    A handoff is a successful ``transfer_to_<agent>`` call (bridge.agents names them so);
+    ``transfer_to_human`` is a transfer of the call, not a handoff.
+    """
+    found: list[dict[str, object]] = []
+    for call in tool_calls:
+        name = str(call.get("name", ""))
+        if not name.startswith(HANDOFF_PREFIX) or name == HUMAN_TRANSFER_TOOL:
+            continue
+        if call.get("error") is not None:
+            continue
+        arguments = call.get("arguments")
+        reason = arguments.get("reason") if isinstance(arguments, dict) else None
+        found.append(
+            {"to": name.removeprefix(HANDOFF_PREFIX), "reason": reason, "at": call.get("at")}
+        )
+    return found
 
 
 RegistryListener = Callable[[ChangeKind, CallRecord], None]

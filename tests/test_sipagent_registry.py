@@ -36,6 +36,7 @@ DETAIL_KEYS = SUMMARY_KEYS | {
     "dtmf",
     "transcript",
     "tool_calls",
+    "handoffs",
     "turns",
     "facts",
     "recording_path",
@@ -245,6 +246,31 @@ def test_summary_keys_and_json() -> None:
         "dropped_foreign": 7,
     }
     assert json.loads(json.dumps(summary)) == summary
+
+
+def test_handoffs_are_the_successful_agent_transfers() -> None:
+    record = make_record(1)
+    record.tool_calls += [
+        {"name": "get_hours", "arguments": {}, "result": {}, "error": None, "at": T0 + 1},
+        {"name": "transfer_to_scheduling", "arguments": {"reason": "wants a booking"},
+         "result": {"status": "transferred"}, "error": None, "at": T0 + 2},
+        {"name": "transfer_to_banking", "arguments": {"reason": "x"}, "result": None,
+         "error": {"type": "unknown_tool"}, "at": T0 + 3},
+        {"name": "transfer_to_human", "arguments": {"reason": "asked for a person"},
+         "result": {"status": "transferring"}, "error": None, "at": T0 + 4},
+    ]
+    assert record.to_detail()["handoffs"] == [
+        {"to": "scheduling", "reason": "wants a booking", "at": T0 + 2}
+    ]
+
+
+def test_handoff_names_match_the_agents_package() -> None:
+    from bridge.agents.registry import HANDOFF_PREFIX, HUMAN_TRANSFER_TOOL
+    from sipagent import registry
+
+    assert (registry.HANDOFF_PREFIX, registry.HUMAN_TRANSFER_TOOL) == (
+        HANDOFF_PREFIX, HUMAN_TRANSFER_TOOL,
+    )
 
 
 def test_detail_keys_and_json() -> None:
