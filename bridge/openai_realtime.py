@@ -7,10 +7,19 @@ A thin asyncio shell around the sans-I/O :class:`bridge.realtime.RealtimeSession
 :meth:`~bridge.realtime.RealtimeSession.data_to_send`, one ``call_at`` timer, and one task per
 running tool, so a slow tool never holds up audio.
 
-Messages go through the SDK connection's raw ``recv_bytes``/``send_raw``: its typed
-``send()`` transforms every event (~110 µs for one audio append) and ``recv()`` builds a
-pydantic model per event (~50 µs per audio delta), both more than the whole per-frame budget in
+Messages are read with the SDK connection's raw ``recv_bytes``: its ``recv()`` builds a pydantic
+model per event (~50 µs per audio delta), and its typed ``send()`` transforms every event
+(~110 µs for one audio append), both more than the whole per-frame budget in
 /work/shared/PERF-NOTES.md. The core types its events with the SDK's own TypedDicts instead.
+
+Sending is the hot path (50 appends per call-second): even ``send_raw`` costs a writer-task
+wake-up, the SDK's reconnect send queue (it looks up the current anyio task per message) and
+websockets' ``async with send_context()`` around each frame. So while the socket takes data, the
+shell frames the core's messages with the websockets connection's sans-I/O protocol (the one the
+SDK connection wraps) and writes them at once, in the call that produced them; only when the
+transport pushes back (or that connection is not the kind expected) do they queue for the writer
+task and ``send_raw``, which waits for the buffer to drain. The SDK still opens, authenticates
+and closes the connection.
 
 Failures to connect raise :class:`RealtimeConnectError` from :meth:`OpenAIRealtimeModel.open`
 (with a ``reason`` the call can act on); a mid-call drop becomes :class:`~bridge.base.ModelClosed`,
@@ -29,9 +38,12 @@ from typing import Any, Final
 
 from openai import AsyncOpenAI, OpenAIError
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.protocol import State
 
 from .base import (
+    AudioOut,
     CallContext,
     FunctionCallRequested,
     ModelClosed,
@@ -63,10 +75,11 @@ logger = logging.getLogger(__name__)
 
 
 class _CallLog(logging.LoggerAdapter[logging.Logger]):
-    """Prefix every line with the Call-ID, like the call's own log."""
+    """Every line carries the Call-ID (``extra``), like the call's own log."""
 
     def process(self, msg: str, kwargs: Any) -> tuple[str, Any]:
-        return f"[{(self.extra or {}).get('call_id', '?')}] {msg}", kwargs
+        # sipagent.logs prints the Call-ID from the record, not from the text.
+        return msg, {**kwargs, "extra": {**(self.extra or {}), **kwargs.get("extra", {})}}
 
 
 Observation = ToolCallFinished | TurnLatency
@@ -126,6 +139,29 @@ def _connect_error(exc: BaseException) -> RealtimeConnectError:
     return RealtimeConnectError("rejected", f"cannot connect to the Realtime API: {exc!r}")
 
 
+def _websocket_of(connection: AsyncRealtimeConnection) -> ClientConnection | None:
+    """The websockets connection the SDK connection wraps, or None if it is not one."""
+    websocket = getattr(connection, "_connection", None)
+    return websocket if isinstance(websocket, ClientConnection) else None
+
+
+def _write_now(websocket: ClientConnection, messages: list[str]) -> bool:
+    """Frame ``messages`` as text frames and write them to the socket; False (nothing sent)
+    when the connection is not open or its transport pushes back."""
+    transport = websocket.transport
+    protocol = websocket.protocol
+    if protocol.state is not State.OPEN or websocket.paused or transport.is_closing():
+        return False
+    for message in messages:
+        protocol.send_text(message.encode())
+    chunks = protocol.data_to_send()
+    if len(chunks) == 1:
+        transport.write(chunks[0])
+    else:
+        transport.write(b"".join(chunks))
+    return True
+
+
 class OpenAIRealtimeModel(ModelSession):
     """One call's conversation with the OpenAI Realtime API."""
 
@@ -157,11 +193,14 @@ class OpenAIRealtimeModel(ModelSession):
         self._log = _CallLog(logger, {"call_id": "?"})
         self._sink: ModelSink | None = None
         self._core: RealtimeSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._connection: AsyncRealtimeConnection | None = None
+        self._websocket: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._outbox: deque[str] = deque()
         self._outbox_ready = asyncio.Event()
+        self._writer_busy = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tool_tasks: dict[str, asyncio.Task[None]] = {}
@@ -174,6 +213,8 @@ class OpenAIRealtimeModel(ModelSession):
         "Every tool call answered in this call, in order."
         self.turn_latencies_ms: list[float] = []
         "Per caller turn: speech stopped → first reply frame, in milliseconds."
+        self.sends_queued = 0
+        "Messages that waited for the socket to drain instead of being written at once."
 
     @property
     def session(self) -> RealtimeSession | None:
@@ -189,7 +230,7 @@ class OpenAIRealtimeModel(ModelSession):
     async def open(self, context: CallContext, sink: ModelSink) -> None:
         if self._closed or self._core is not None:
             raise RuntimeError("openai model session cannot be opened twice")
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._context, self._sink = context, sink
         self._log = _CallLog(logger, {"call_id": context.call_id})
         try:
@@ -224,16 +265,18 @@ class OpenAIRealtimeModel(ModelSession):
             await connection.close()
             return
         self._connection = connection
+        self._websocket = _websocket_of(connection)
         self._reader = asyncio.create_task(self._read(connection), name="realtime-reader")
         self._writer = asyncio.create_task(self._write(connection), name="realtime-writer")
 
     # -- the call's side -----------------------------------------------------------------
     def push_audio(self, payload: bytes) -> None:
-        core = self._core
-        if core is None or self._closed:
+        core, loop = self._core, self._loop
+        if core is None or loop is None or self._closed:
             return
         try:
-            core.push_audio(payload, asyncio.get_running_loop().time())
+            # The loop kept from open(): get_running_loop() costs a getpid() syscall per frame.
+            core.push_audio(payload, loop.time())
             self._pump()
         except Exception:
             self._log.exception("realtime: push_audio failed")
@@ -306,6 +349,7 @@ class OpenAIRealtimeModel(ModelSession):
         if running:
             await asyncio.gather(*running, return_exceptions=True)
         connection, self._connection = self._connection, None
+        self._websocket = None
         if connection is not None:
             try:
                 async with asyncio.timeout(_CLOSE_TIMEOUT):
@@ -335,13 +379,16 @@ class OpenAIRealtimeModel(ModelSession):
             self._lost(f"Realtime connection failed: {exc!r}")
 
     async def _write(self, connection: AsyncRealtimeConnection) -> None:
+        """The slow path: what could not be written at once, sent as the socket drains."""
         outbox, ready = self._outbox, self._outbox_ready
         try:
             while True:
                 await ready.wait()
                 ready.clear()
+                self._writer_busy = True
                 while outbox:
                     await connection.send_raw(outbox.popleft())
+                self._writer_busy = False
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the reader sees the close too; report the first cause
@@ -377,17 +424,33 @@ class OpenAIRealtimeModel(ModelSession):
                 self._handle(event)
             data = core.data_to_send()
             if data and self._connection is not None and not self._closed:
-                self._outbox.extend(data)
-                self._outbox_ready.set()
-                if len(self._outbox) > _OUTBOX_LIMIT:
-                    self._outbox.clear()
-                    now = asyncio.get_running_loop().time()
-                    core.connection_lost("Realtime connection stalled (send queue full)", now)
+                failure = self._send(data)
+                if failure is not None:
+                    core.connection_lost(failure, asyncio.get_running_loop().time())
                     while (event := core.next_event()) is not None:
                         self._handle(event)
             self._arm_timer(core.get_timer())
         finally:
             self._pumping = False
+
+    def _send(self, data: list[str]) -> str | None:
+        """Write ``data`` now if the socket takes it, else queue it in order for the writer;
+        returns why the connection must be given up, or None."""
+        outbox = self._outbox
+        websocket = self._websocket
+        if websocket is not None and not outbox and not self._writer_busy:
+            try:
+                if _write_now(websocket, data):
+                    return None
+            except Exception as exc:
+                return f"Realtime connection failed while sending: {exc!r}"
+        outbox.extend(data)
+        self.sends_queued += len(data)
+        self._outbox_ready.set()
+        if len(outbox) > _OUTBOX_LIMIT:
+            outbox.clear()
+            return "Realtime connection stalled (send queue full)"
+        return None
 
     def _arm_timer(self, when: float | None) -> None:
         if when == self._timer_at:
@@ -400,7 +463,9 @@ class OpenAIRealtimeModel(ModelSession):
         )
 
     def _handle(self, event: CoreEvent) -> None:
-        if isinstance(event, SessionReady):
+        if type(event) is AudioOut:  # nearly every event: skip the other checks
+            self._deliver(event)
+        elif isinstance(event, SessionReady):
             self._ready = True
             self._settled.set()
         elif isinstance(event, FunctionCallRequested):

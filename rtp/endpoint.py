@@ -332,11 +332,18 @@ class RtpEndpoint:
             data = clear
         now = self._loop.time()
         source = source_address(addr)
+        session = self.session
         if rtcp:
-            self.session.receive_rtcp(data, source, now)
+            session.receive_rtcp(data, source, now)
         else:
-            self.session.receive_datagram(data, source, now)
-        self._service(now)
+            session.receive_datagram(data, source, now)
+        # A received datagram yields events at most (latching, DTMF): RTP and RTCP to send
+        # come from the timer. The timer is re-armed all the same (inactivity moved).
+        event = session.next_event()
+        if event is not None:
+            self._service(now, event)
+        else:
+            self._arm_timer()
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -346,15 +353,17 @@ class RtpEndpoint:
         self.session.handle_timer(now)
         self._service(now)
 
-    def _service(self, now: float) -> None:
+    def _service(self, now: float, event: RtpEvent | None = None) -> None:
         session = self.session
-        event = session.next_event()
+        if event is None:
+            event = session.next_event()
         while event is not None:
             if self.on_event is not None:
                 try:
                     self.on_event(event)
                 except Exception:
-                    logger.exception("RTP event handler failed on %r", event)
+                    # The event's name only: its repr holds the audio payload.
+                    logger.exception("RTP event handler failed on %s", type(event).__name__)
             if self._closing:
                 return
             event = session.next_event()
@@ -362,10 +371,11 @@ class RtpEndpoint:
         if rtp is None:
             return
         srtp = self.srtp
+        ipv6 = self._ipv6
         for data, addr in session.datagrams_to_send(now):
             wire = data if srtp is None else srtp.protect(data)
             if wire is not None:
-                rtp.sendto(wire, destination_address(addr, self._ipv6))
+                rtp.sendto(wire, destination_address(addr, True) if ipv6 else addr)
         for data, addr in session.rtcp_to_send(now):
             self._send_rtcp(data, addr)
         self._arm_timer()

@@ -64,6 +64,12 @@ PT_COMFORT_NOISE: Final = 13
 """RFC 3389 comfort noise: keeps the session alive but carries no audio we play."""
 RTCP_INTERVAL: Final = 5.0
 """Nominal seconds between RTCP reports (randomised to 0.5-1.5x, RFC 3550 6.2)."""
+RTP_HEADER_BYTES: Final = 12
+"""The fixed RTP header (RFC 3550 5.1)."""
+PLAIN_RTP_FIRST_BYTE: Final = 0x80
+"""First header byte of version 2 without padding, extension or CSRC: every packet we send
+and nearly every one we receive."""
+_RTP_HEADER: Final = struct.Struct("!BBHII")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,7 +227,6 @@ class RtpSession:
 
         self._initial_timestamp = initial_timestamp & 0xFFFFFFFF
         self._seq = initial_seq & 0xFFFF
-        self._packet = RtpPacket(payload_type=payload_type, ssrc=self.ssrc)
         self._marker_next = True
         self._silence = (
             g711.silence(payload_type, self.frame_samples)
@@ -321,27 +326,34 @@ class RtpSession:
         if len(data) >= 2 and 192 <= data[1] <= 223:
             self._receive_rtcp(data, addr, now)
             return
-        try:
-            packet = RtpPacket.parse(data)
-        except (ValueError, struct.error):
-            self.dropped_malformed += 1
-            return
+        if len(data) >= RTP_HEADER_BYTES and data[0] == PLAIN_RTP_FIRST_BYTE:
+            # Nearly every packet: the fixed header only, read without building an RtpPacket.
+            _, m_pt, seq, timestamp, ssrc = _RTP_HEADER.unpack_from(data)
+            marker = m_pt > 0x7F
+            pt = m_pt & 0x7F
+            payload = data[RTP_HEADER_BYTES:]
+        else:
+            try:
+                packet = RtpPacket.parse(data)
+            except (ValueError, struct.error):
+                self.dropped_malformed += 1
+                return
+            seq, timestamp, ssrc = packet.sequence_number, packet.timestamp, packet.ssrc
+            marker, pt, payload = bool(packet.marker), packet.payload_type, packet.payload
         latched = self._latched
         if latched is not None and addr != latched:
             self.dropped_foreign += 1
             return
-        pt = packet.payload_type
         if pt != self.payload_type and pt != self.dtmf_payload_type and pt != PT_COMFORT_NOISE:
             self.dropped_payload_type += 1
             return
         if latched is None and not self._learn(addr):
             self.dropped_foreign += 1
             return
-        if packet.ssrc != self._remote_ssrc:
-            self._new_source(packet.ssrc)
-        if not self._receiver.update(packet.sequence_number, packet.timestamp, now):
+        if ssrc != self._remote_ssrc:
+            self._new_source(ssrc)
+        if not self._receiver.update(seq, timestamp, now):
             return  # sequence jump awaiting confirmation
-        payload = packet.payload
         self.packets_in += 1
         self.bytes_in += len(payload)
         self._last_rx = now
@@ -349,11 +361,9 @@ class RtpSession:
         if not self._recv:
             return
         if pt == self.payload_type:
-            self.jitter.put(
-                packet.sequence_number, packet.timestamp, payload, bool(packet.marker), now
-            )
+            self.jitter.put(seq, timestamp, payload, marker, now)
         elif pt == self.dtmf_payload_type:
-            digit = self._dtmf.feed(payload, packet.timestamp, bool(packet.marker), now)
+            digit = self._dtmf.feed(payload, timestamp, marker, now)
             if digit is not None:
                 self._emit_digit(digit.digit, digit.duration_ms)
 
@@ -513,21 +523,26 @@ class RtpSession:
             pending.clear()
             return []
         out: list[Datagram] = []
-        packet = self._packet
+        pack = _RTP_HEADER.pack
         for index in pending:
             payload = playout.pop()
             marker = playout.marker or self._marker_next
             self._marker_next = False
             if payload is None:
                 payload = self._silence
-            packet.sequence_number = self._seq
-            packet.timestamp = (self._initial_timestamp + index * self.frame_samples) & 0xFFFFFFFF
-            packet.marker = 1 if marker else 0
-            packet.payload = payload
+            # The fixed header packed directly: what RtpPacket.serialize() writes, minus the
+            # object and its extension handling (we send no CSRC, extension or padding).
+            header = pack(
+                PLAIN_RTP_FIRST_BYTE,
+                self.payload_type | 0x80 if marker else self.payload_type,
+                self._seq,
+                (self._initial_timestamp + index * self.frame_samples) & 0xFFFFFFFF,
+                self.ssrc,
+            )
             self._seq = (self._seq + 1) & 0xFFFF
             self.packets_out += 1
             self.bytes_out += len(payload)
-            out.append((packet.serialize(), dest))
+            out.append((header + payload, dest))
         pending.clear()
         if out:
             self._sent_since_report = True

@@ -232,7 +232,7 @@ class Settings(BaseSettings):
     """Model transcribing the caller for the call record; None ('none'): no caller transcripts."""
     realtime_audio_format: AudioFormat = "g711"
     """'g711': the call's PCMU/PCMA to the model untouched; 'pcm': 24 kHz PCM, resampled."""
-    realtime_append_ms: int = 20
+    realtime_append_ms: int = 40
     """Caller audio per message to the model, 20 or 40 ms."""
     realtime_tool_timeout: float = 5.0
     """Seconds a tool may run before the model gets a timeout error instead."""

@@ -231,13 +231,14 @@ def test_greeting_on_media_waits_for_the_first_frame() -> None:
     harness.start()
     assert harness.sent() == []
     harness.core.push_audio(pcmu(160), harness.now)
+    assert [event["type"] for event in harness.sent()] == ["response.create"]
     harness.core.push_audio(pcmu(160), harness.now)
-    kinds = [event["type"] for event in harness.sent()]
-    assert kinds == ["response.create", "input_audio_buffer.append", "input_audio_buffer.append"]
+    assert [event["type"] for event in harness.sent()] == ["input_audio_buffer.append"]
 
 
 def test_no_greeting_means_the_caller_speaks_first(h: Harness) -> None:
-    h.core.push_audio(pcmu(160), h.now)
+    for _ in range(2):  # 40 ms: one append
+        h.core.push_audio(pcmu(160), h.now)
     assert [event["type"] for event in h.sent()] == ["input_audio_buffer.append"]
 
 
@@ -253,7 +254,9 @@ def test_frames_before_ready_are_dropped() -> None:
     assert harness.core.frames_dropped == 2
 
 
-def test_each_20ms_frame_is_appended_untouched(h: Harness) -> None:
+def test_each_20ms_frame_is_appended_untouched() -> None:
+    h = Harness(RealtimeConfig(greeting=None, append_ms=20))
+    h.start()
     frames = [bytes(range(n, n + 160)) for n in range(3)]
     for frame in frames:
         h.core.push_audio(frame, h.now)
@@ -263,7 +266,7 @@ def test_each_20ms_frame_is_appended_untouched(h: Harness) -> None:
 
 
 def test_40ms_batching_halves_the_messages() -> None:
-    harness = Harness(RealtimeConfig(greeting=None, append_ms=40))
+    harness = Harness(RealtimeConfig(greeting=None))  # 40 ms is the default
     harness.start()
     frames = [bytes([n]) * 160 for n in range(5)]
     for frame in frames:
@@ -695,6 +698,23 @@ def test_dtmf_digits_go_to_the_model_after_a_pause(h: Harness) -> None:
     assert message["item"]["content"][0]["text"].endswith("keypad: 12]")
     assert create["type"] == "response.create"
     assert h.core.dtmf == "12"
+
+
+def test_the_timer_is_the_earliest_tool_or_keypad_deadline(h: Harness) -> None:
+    start = h.now
+    h.receive(response_created("resp_1"))
+    h.receive(function_call("resp_1", "call_1", "lookup"))
+    h.advance(1.0)
+    h.receive(function_call("resp_1", "call_2", "lookup"))
+    assert h.core.get_timer() == pytest.approx(start + 5.0)
+    h.advance(3.0)
+    h.core.send_dtmf("7", h.now)
+    assert h.core.get_timer() == pytest.approx(start + 5.0)  # the first tool's, still earlier
+    h.core.tool_result("call_1", "{}", h.now)
+    assert h.core.get_timer() == pytest.approx(h.now + 1.5)  # the keypad's, before call_2's
+    h.advance(1.5)
+    h.core.handle_timer(h.now)
+    assert h.core.get_timer() == pytest.approx(start + 6.0)
 
 
 def test_hash_sends_digits_at_once(h: Harness) -> None:

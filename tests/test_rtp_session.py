@@ -7,7 +7,16 @@ import struct
 from collections.abc import Callable
 
 import pytest
-from aiortc.rtp import RtcpByePacket, RtcpPacket, RtcpRrPacket, RtcpSrPacket, RtpPacket
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtp import (
+    HeaderExtensions,
+    HeaderExtensionsMap,
+    RtcpByePacket,
+    RtcpPacket,
+    RtcpRrPacket,
+    RtcpSrPacket,
+    RtpPacket,
+)
 
 from rtp import g711
 from rtp.session import (
@@ -175,6 +184,55 @@ def test_audio_pushed_on_one_side_arrives_in_order_on_the_other() -> None:
     assert set(received[10:]) == {SILENCE}  # continuous stream: silence when queue is empty
     assert pair.b.session.stats().packets_in == len(pair.a.sent)
     assert pair.b.of_type(RemoteLatched) == [RemoteLatched(addr=OURS)]
+
+
+def test_sent_packets_are_byte_for_byte_what_aiortc_serializes() -> None:
+    driver = Driver(make(initial_seq=65535, initial_timestamp=2**32 - 160))
+    driver.session.playout.push(frame(1))
+    out: list[bytes] = []
+    for tick in range(3):
+        driver.session.handle_timer(T0 + 0.020 * tick)
+        out += [data for data, _ in driver.session.datagrams_to_send(T0 + 0.020 * tick)]
+    expected = [
+        RtpPacket(payload_type=0, marker=marker, sequence_number=seq, timestamp=ts,
+                  ssrc=0xAAAA, payload=payload).serialize()
+        for marker, seq, ts, payload in [
+            (1, 65535, 2**32 - 160, frame(1)), (0, 0, 0, SILENCE), (0, 1, 160, SILENCE)
+        ]
+    ]
+    assert out == expected
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"csrc": [0x12345678, 0x9ABCDEF0]},
+        {"extensions": HeaderExtensions(abs_send_time=0x123456)},
+        {"padding_size": 4},
+    ],
+    ids=["csrc", "extension", "padding"],
+)
+def test_packets_with_csrc_extension_or_padding_carry_the_same_audio(
+    extra: dict[str, object],
+) -> None:
+    driver = Driver(make())
+    extensions = HeaderExtensionsMap()
+    abs_send_time = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+    extensions.configure(RTCRtpParameters(
+        headerExtensions=[RTCRtpHeaderExtensionParameters(id=3, uri=abs_send_time)]
+    ))
+    for seq in range(5):
+        packet = RtpPacket(payload_type=0, marker=int(seq == 0), sequence_number=seq,
+                           timestamp=seq * 160, ssrc=PEER_SSRC, payload=frame(seq))
+        for name, value in extra.items():
+            setattr(packet, name, value)
+        data = packet.serialize(extensions)
+        assert data[0] != 0x80  # not the plain fixed header
+        driver.receive(data)
+    driver.advance(T0 + 0.2)
+    assert driver.audio()[:5] == [frame(seq) for seq in range(5)]
+    stats = driver.session.stats()
+    assert (stats.packets_in, stats.bytes_in, stats.lost) == (5, 5 * 160, 0)
 
 
 def test_no_audio_events_before_the_remote_media_starts() -> None:

@@ -52,7 +52,7 @@ def test_defaults() -> None:
     assert settings.openai_base_url is None
     assert settings.realtime_model == "gpt-realtime"
     assert settings.realtime_greet_on == "media"
-    assert settings.realtime_append_ms == 20
+    assert settings.realtime_append_ms == 40
     assert settings.realtime_tool_timeout == 5.0
     assert settings.realtime_open_timeout == 5.0
     assert settings.fallback_transfer_target is None
@@ -78,7 +78,7 @@ def test_realtime_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("SIPAGENT_REALTIME_NOISE_REDUCTION", "None")
     monkeypatch.setenv("SIPAGENT_REALTIME_TRANSCRIPTION_MODEL", "none")
     monkeypatch.setenv("SIPAGENT_REALTIME_AUDIO_FORMAT", "pcm")
-    monkeypatch.setenv("SIPAGENT_REALTIME_APPEND_MS", "40")
+    monkeypatch.setenv("SIPAGENT_REALTIME_APPEND_MS", "20")
     monkeypatch.setenv("SIPAGENT_REALTIME_TOOL_TIMEOUT", "2.5")
     monkeypatch.setenv("SIPAGENT_FALLBACK_TRANSFER_TARGET", " sip:operator@pbx.example.com ")
     monkeypatch.setenv("SIPAGENT_MODEL_MAX_RECONNECTS", "0")
@@ -89,7 +89,7 @@ def test_realtime_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     assert settings.realtime_noise_reduction is None
     assert settings.realtime_transcription_model is None
     assert settings.realtime_audio_format == "pcm"
-    assert settings.realtime_append_ms == 40
+    assert settings.realtime_append_ms == 20
     assert settings.realtime_tool_timeout == 2.5
     assert settings.fallback_transfer_target == "sip:operator@pbx.example.com"
     assert settings.model_max_reconnects == 0
