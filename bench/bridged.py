@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--echo", action=argparse.BooleanOptionalAction, default=True,
                         help="also run bench.capacity's echo level at each N (default on)")
     parser.add_argument("--append-ms", type=int, choices=(20, 40), default=40,
-                        help="SIPAGENT_REALTIME_APPEND_MS of the server (default 40, as the server)")
+                        help="SIPAGENT_REALTIME_APPEND_MS of the server (default 40, the default)")
     parser.add_argument("--chunk-ms", type=int, default=100,
                         help="fake: audio per output delta (default 100)")
     parser.add_argument("--pace", type=float, default=1.0,
