@@ -67,6 +67,10 @@ OPEN_MARGIN = 1.0
 #: Send 180 Ringing when the model is not ready after this long.
 RING_AFTER = 0.2
 RETRY_AFTER = "5"
+STATS_INTERVAL = 1.0
+"""Seconds between two copies of a call's RTP counters into its record (/sessions)."""
+STATS_SLICES = 10
+"""The copies of one round are spread over this many slices of the interval."""
 #: Failed digest attempts from one source before it gets 403 instead of a challenge.
 AUTH_FAILURES_BEFORE_403 = 10
 
@@ -785,7 +789,17 @@ class Server:
             self._pump()
 
     async def _refresh_stats(self) -> None:
+        """Copy every call's RTP counters into its record once a second, in slices.
+
+        Hundreds of refreshes at once would hold the loop for milliseconds and make every
+        call's next packets late; a tenth of the calls every 100 ms keeps each burst small.
+        """
+        slices = STATS_SLICES
         while True:
-            await asyncio.sleep(1.0)
-            for call in list(self.calls.values()):
-                call.refresh_stats()
+            calls = list(self.calls.values())
+            size = -(-len(calls) // slices)  # ceil: every call once per round
+            for index in range(slices):
+                await asyncio.sleep(STATS_INTERVAL / slices)
+                for call in calls[index * size : (index + 1) * size]:
+                    if self.calls.get(call.dialog) is call:  # still live
+                        call.refresh_stats()

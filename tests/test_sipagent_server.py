@@ -82,6 +82,20 @@ async def test_echo_call_returns_the_same_audio(server: Server, phone: Softphone
     assert ended.rtp.packets_in >= len(sent) - 2
 
 
+async def test_live_records_get_the_rtp_counters_while_the_call_runs(
+    server: Server, phone: Softphone
+) -> None:
+    assert (await phone.call()).status == 200
+    sent = speech_payloads()[:25]
+    await phone.stream(sent)
+    record = server.registry.active()[0]
+    # Copied about once a second (in slices spread over the second), before any hangup.
+    await wait_for(lambda: record.rtp.packets_in >= len(sent) - 2, timeout=3.0,
+                   what="the live record's RTP counters")
+    assert record.rtp.packets_out > 0
+    assert (await phone.hangup()).status == 200
+
+
 async def test_media_is_continuous_and_paced(server: Server, phone: Softphone) -> None:
     await phone.call()
     await phone.stream(speech_payloads()[:50])
