@@ -51,6 +51,7 @@ from bench.capacity import (  # noqa: E402
     RESULTS,
     RTP_BLOCK,
     STREAM_SCENARIO,
+    ChildProcess,
     LevelHooks,
     Sample,
     ServerProcess,
@@ -78,7 +79,7 @@ MODEL_PROBLEM = re.compile(r" (WARNING|INFO) .*?(model unavailable \((\w+)\)|mod
 # ------------------------------------------------------------------------------ the fake process
 
 
-class FakeProcess:
+class FakeProcess(ChildProcess):
     """``python -m bench.fake_realtime`` on a private port, with its stats endpoint."""
 
     def __init__(self, workdir: Path, args: argparse.Namespace) -> None:
@@ -109,10 +110,6 @@ class FakeProcess:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"fake Realtime server not answering; see {workdir}")
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
 
     @property
     def base_url(self) -> str:

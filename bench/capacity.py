@@ -242,8 +242,28 @@ def server_command() -> list[str]:
     return [sys.executable, "-m", "sipagent.cli", "run"]
 
 
+class ChildProcess:
+    """What every process the bench starts shares: its PID, whether it runs, its CPU time."""
+
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """utime + stime so far (NaN once the process is gone)."""
+        try:
+            return proc_cpu_seconds(self.pid)
+        except OSError:
+            return float("nan")
+
+
 @dataclass
-class ServerProcess:
+class ServerProcess(ChildProcess):
     """A ``sipagent run`` subprocess on private ports, with its admin API."""
 
     process: subprocess.Popen[bytes]
@@ -305,10 +325,6 @@ class ServerProcess:
             time.sleep(0.1)
         server.stop()
         raise RuntimeError(f"server not ready within {ready_timeout} s; see {log_path}")
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
 
     def get(self, path: str, timeout: float = 10.0) -> dict[str, Any]:
         url = f"http://{LOCALHOST}:{self.admin_port}{path}"
@@ -405,7 +421,7 @@ def speech_pcmu() -> bytes:
 
 
 @dataclass
-class SippLoad:
+class SippLoad(ChildProcess):
     """A SIPp UAC running bench/sipp/uac_stream.xml in its own work directory."""
 
     process: subprocess.Popen[bytes]
@@ -456,19 +472,6 @@ class SippLoad:
                 start_new_session=True,
             )
         return cls(process, command, workdir, media_port, time.monotonic() + timeout_s + 5)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def cpu_seconds(self) -> float:
-        try:
-            return proc_cpu_seconds(self.pid)
-        except OSError:
-            return float("nan")
 
     def wait(
         self, until: float | None = None, poll: Callable[[], None] | None = None
@@ -560,7 +563,7 @@ class LineReader:
 
 
 @dataclass
-class LoadgenLoad:
+class LoadgenLoad(ChildProcess):
     """bench/loadgen.py in its own process: SIP calls (or fixed RTP ports) streaming PCMU,
     the server's packets kernel-timestamped; ``pacing(t0, t1)`` asks it for a window."""
 
@@ -601,19 +604,6 @@ class LoadgenLoad:
             )
         return cls(process, command, workdir, report_path, time.monotonic() + timeout_s + 5,
                    LineReader(process))
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def cpu_seconds(self) -> float:
-        try:
-            return proc_cpu_seconds(self.pid)
-        except OSError:
-            return float("nan")
 
     def streaming_at(self, timeout: float = 120.0) -> float | None:
         """Unix time the streams started (waits for the generator's READY line)."""
@@ -688,7 +678,7 @@ class LoadgenLoad:
 
 
 @dataclass
-class RelayProcess:
+class RelayProcess(ChildProcess):
     """bench/relay_baseline.py: the bare paced RTP echo on ``calls`` ports from ``base``."""
 
     process: subprocess.Popen[bytes]
@@ -710,10 +700,6 @@ class RelayProcess:
             relay.stop()
             raise RuntimeError(f"relay baseline not ready; see {workdir}")
         return relay
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
 
     def stop(self) -> dict[str, Any]:
         for sig in (signal.SIGTERM, signal.SIGKILL):
