@@ -665,26 +665,9 @@ class Server:
         supported = (call.negotiated.codec,) if call.negotiated else (PCMU, PCMA)
         try:
             offer = SessionDescription.parse(event.offer)
-            negotiated = negotiate(
-                offer,
-                local_host=self.public_host,
-                local_port=call.rtp_port,
-                session_id=call.sdp_session_id,
-                srtp=self.srtp,
-                srtp_key=call.srtp_key,
-                version=call.sdp_version,
-                supported=supported,
-            )
-            previous = call.negotiated.srtp if call.negotiated is not None else None
-            if (
-                negotiated.srtp is not None
-                and previous is not None
-                and negotiated.srtp.suite != previous.suite
-            ):
-                # Both AES_CM_128 suites derive the same session keys from a master key: a
-                # new context under our old key would reuse its keystream. New suite, new key.
-                call.srtp_key = secrets.token_bytes(len(call.srtp_key))
-                negotiated = negotiate(
+
+            def answer() -> Negotiated:
+                return negotiate(
                     offer,
                     local_host=self.public_host,
                     local_port=call.rtp_port,
@@ -694,6 +677,18 @@ class Server:
                     version=call.sdp_version,
                     supported=supported,
                 )
+
+            negotiated = answer()
+            previous = call.negotiated.srtp if call.negotiated is not None else None
+            if (
+                negotiated.srtp is not None
+                and previous is not None
+                and negotiated.srtp.suite != previous.suite
+            ):
+                # Both AES_CM_128 suites derive the same session keys from a master key: a
+                # new context under our old key would reuse its keystream. New suite, new key.
+                call.srtp_key = secrets.token_bytes(len(call.srtp_key))
+                negotiated = answer()
         except RemoteProtocolError as exc:
             call.sdp_version -= 1
             call.log.info("re-offer refused: %s", exc.reason)
