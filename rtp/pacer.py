@@ -10,6 +10,11 @@ the pacer skips ahead instead of bursting a second of audio at the peer.
 :class:`PlayoutQueue` holds the 20 ms payloads the model (or the echo) produced.  It tracks how
 many milliseconds of each model item were actually sent — what barge-in truncates the model's
 item to — and where talkspurts begin, for the RTP marker bit.
+
+:class:`TickPhases` places each new stream's grid in the least-used millisecond of the frame, so
+the per-call timers of concurrent calls are spread evenly over the 20 ms instead of firing
+together: calls set up at a steady rate of 50/s would otherwise all tick in the same
+millisecond, and the last of a few hundred callbacks would leave milliseconds late.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import math
 from collections import deque
 from typing import Final
 
-__all__ = ["MAX_BEHIND", "PlayoutQueue", "Pacer"]
+__all__ = ["MAX_BEHIND", "PlayoutQueue", "Pacer", "TickPhases"]
 
 MAX_BEHIND: Final = 0.200
 """Seconds behind the grid after which the pacer drops the missed frames instead of bursting."""
@@ -144,3 +149,48 @@ class PlayoutQueue:
     def played_ms(self, item_id: str) -> int:
         """Milliseconds of ``item_id`` actually handed to the network so far."""
         return self._played.get(item_id, 0)
+
+
+class TickPhases:
+    """Phases of the tick grids of the streams alive at once, kept evenly spread.
+
+    The frame is cut into ``slots`` equal phases (1 ms each by default: event-loop timers are
+    not finer).  :meth:`place` gives a new stream the grid start in the phase with the fewest
+    streams — the soonest such phase on a tie, so the first frame waits less than one frame —
+    and :meth:`release` gives the phase back when the stream ends.
+    """
+
+    __slots__ = ("_counts", "_width", "ptime")
+
+    def __init__(self, ptime: float = 0.020, slots: int = 20) -> None:
+        if ptime <= 0 or slots < 1:
+            raise ValueError("ptime must be positive and slots at least 1")
+        self.ptime = ptime
+        self._width = ptime / slots
+        self._counts = [0] * slots
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        """Streams per phase, phase 0 first."""
+        return tuple(self._counts)
+
+    def place(self, now: float) -> float:
+        """Take the least-used phase; return its first grid start at or after ``now``."""
+        counts = self._counts
+        slots = len(counts)
+        frame_start = math.floor(now / self.ptime) * self.ptime
+        first = math.ceil(round((now - frame_start) / self._width, 6)) % slots
+        fewest = min(counts)
+        slot = next(
+            s for s in (first + k for k in range(slots)) if counts[s % slots] == fewest
+        ) % slots
+        counts[slot] += 1
+        start = frame_start + slot * self._width
+        return start + self.ptime if start < now - 1e-9 else start
+
+    def release(self, start: float) -> None:
+        """Give back the phase of a grid start that :meth:`place` returned."""
+        counts = self._counts
+        slot = round((start % self.ptime) / self._width) % len(counts)
+        if counts[slot] > 0:
+            counts[slot] -= 1

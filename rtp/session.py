@@ -180,6 +180,7 @@ class RtpSession:
         cname: str | None = None,
         jitter_buffer: JitterBuffer | None = None,
         wallclock_offset: float = 0.0,
+        first_tick: float | None = None,
     ) -> None:
         self.payload_type = payload_type
         self.dtmf_payload_type = dtmf_payload_type
@@ -200,7 +201,8 @@ class RtpSession:
         """Inbound jitter buffer (its counters give more detail than :meth:`stats`)."""
         self._dtmf = DtmfReceiver(clock_rate)
         self._receiver = ReceiverStats(clock_rate)
-        self._pacer = Pacer(now, ptime)
+        # The 20 ms grid starts at ``first_tick`` (a phase chosen by TickPhases), else now.
+        self._pacer = Pacer(now if first_tick is None else first_tick, ptime)
         self._events: deque[RtpEvent] = deque()
         self._rtcp_out: list[Datagram] = []
         self._pending_sends: list[int] = []

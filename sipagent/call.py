@@ -41,7 +41,7 @@ from bridge.base import (
 )
 from bridge.fallback import fallback_frames
 from rtp.endpoint import PortAllocator, PortReservation, RtpEndpoint
-from rtp.pacer import PlayoutQueue
+from rtp.pacer import PlayoutQueue, TickPhases
 from rtp.session import AudioReceived, DtmfReceived, MediaTimeout, RtpSession
 from rtp.srtp import SrtpContext
 
@@ -187,6 +187,7 @@ class Call:
         on_transfer: TransferHandler | None = None,
         reservation: PortReservation | None = None,
         recordings: RecordingOptions | None = None,
+        ticks: TickPhases | None = None,
     ) -> None:
         self.dialog = dialog
         self.record = record
@@ -200,6 +201,9 @@ class Call:
         self.local_host = local_host
         self.rtp_port = rtp_port
         self.ports = ports
+        self._ticks = ticks
+        """Spreads the calls' 20 ms timers over the frame (None: the grid starts at once)."""
+        self._first_tick: float | None = None
         # The port pair already bound for this call (so the SDP answer names a port we hold).
         self._reservation = reservation
         self.srtp_key = secrets.token_bytes(30)
@@ -305,6 +309,9 @@ class Call:
             return
         self.apply_negotiation(negotiated)
         loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._ticks is not None and self._first_tick is None:
+            self._first_tick = self._ticks.place(now)
         session = RtpSession(
             payload_type=negotiated.codec.payload_type,
             dtmf_payload_type=negotiated.dtmf_payload_type,
@@ -312,9 +319,10 @@ class Call:
             ssrc=secrets.randbits(32),
             initial_seq=secrets.randbits(16),
             initial_timestamp=secrets.randbits(32),
-            now=loop.time(),
+            now=now,
             inactivity_timeout=self._inactivity_timeout,
             remote_rtcp_addr=negotiated.remote_rtcp_addr,
+            first_tick=self._first_tick,
         )
         session.playout = playout = WatchedPlayout(session.playout.frame_ms, self._frame_sent)
         # From here the endpoint owns the port: it releases it when closed.
@@ -685,6 +693,9 @@ class Call:
         if task is not None and task is not asyncio.current_task() and not task.done():
             task.cancel()
         self.refresh_stats()
+        if self._ticks is not None and self._first_tick is not None:
+            self._ticks.release(self._first_tick)
+            self._first_tick = None
         if self.endpoint is not None:
             self.endpoint.close()
             await self.endpoint.wait_closed()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge import CallContext, ModelSession, create_model
 from rtp.endpoint import PortAllocator, reserve_port_pair
+from rtp.pacer import TickPhases
 
 from .auth import DigestVerifier
 from .call import Call, ObservationHandler
@@ -170,6 +171,8 @@ class Server:
             tcp_idle_timeout=4 * 3600.0, tls=tls,
         )
         self.ports = PortAllocator(settings.rtp_port_min, settings.rtp_port_max)
+        self.ticks = TickPhases()
+        """Where each call's 20 ms timer falls in the frame: spread, not all together."""
         config = EdgePolicyConfig.from_settings(settings)
         self.verifier: DigestVerifier | None = None
         """Digest check of inbound calls from untrusted sources (SIPAGENT_AUTH_USERS)."""
@@ -466,6 +469,7 @@ class Server:
                 on_transfer=self._transfer,
                 reservation=reservation,
                 recordings=self.recordings,
+                ticks=self.ticks,
             )
         except Exception:
             reservation.release()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rtp.pacer import MAX_BEHIND, Pacer, PlayoutQueue
+from rtp.pacer import MAX_BEHIND, Pacer, PlayoutQueue, TickPhases
 
 START = 1000.0
 PTIME = 0.020
@@ -132,3 +132,50 @@ def test_played_accounting_keeps_a_bounded_number_of_items() -> None:
         queue.pop()
     assert queue.played_ms("item-0") == 0  # evicted
     assert queue.played_ms("item-299") == 20
+
+
+def _phase_ms(start: float) -> int:
+    return round((start % PTIME) * 1000) % 20
+
+
+def test_calls_set_up_one_frame_apart_get_every_phase_once_before_any_twice() -> None:
+    # 50 calls/s: every call arrives at the same point of the frame. Without spreading, all
+    # their timers would fire in the same millisecond.
+    phases = TickPhases()
+    now = START + 0.0123
+    starts = [phases.place(now + k * PTIME) for k in range(40)]
+    assert sorted(_phase_ms(s) for s in starts[:20]) == list(range(20))
+    assert phases.counts == (2,) * 20
+    for k, start in enumerate(starts):
+        assert now + k * PTIME - 1e-9 <= start < now + (k + 1) * PTIME
+
+
+def test_the_first_placement_is_the_next_millisecond_boundary() -> None:
+    phases = TickPhases()
+    assert phases.place(START + 0.0123) == pytest.approx(START + 0.013)
+    assert phases.place(START + 0.0123) == pytest.approx(START + 0.014)  # 13 is taken now
+    assert phases.place(START + 0.0195) == pytest.approx(START + 0.020)  # wraps to phase 0
+
+
+def test_a_start_on_a_boundary_is_not_delayed() -> None:
+    phases = TickPhases()
+    assert phases.place(START + 0.005) == pytest.approx(START + 0.005)
+
+
+def test_released_phases_are_taken_again_first() -> None:
+    phases = TickPhases()
+    starts = [phases.place(START) for _ in range(20)]
+    before = phases.counts
+    phases.release(starts[7])
+    phases.release(starts[7])  # a second release of the same phase does not go negative
+    after = phases.counts
+    assert before == (1,) * 20
+    assert after[_phase_ms(starts[7])] == 0 and sum(after) == 19
+    again = phases.place(START + 3.0)
+    assert _phase_ms(again) == _phase_ms(starts[7])
+    assert phases.counts == (1,) * 20
+
+
+def test_phases_reject_a_non_positive_frame() -> None:
+    with pytest.raises(ValueError, match="ptime"):
+        TickPhases(ptime=0)

@@ -641,3 +641,14 @@ def test_timers_due_within_the_early_tolerance_run_at_once() -> None:
     while (event := session.next_event()) is not None:
         events.append(event)
     assert [type(e).__name__ for e in events] == ["MediaTimeout"]
+
+
+def test_the_send_grid_starts_at_first_tick_when_one_is_given() -> None:
+    driver = Driver(make(first_tick=T0 + 0.013))
+    assert driver.session.get_timer() == pytest.approx(T0 + 0.013)
+    driver.advance(T0 + 0.010)
+    assert driver.sent == []
+    driver.advance(T0 + 0.013 + 0.020 * 4)
+    assert len(driver.sent) == 5
+    stamps = [packet.timestamp for packet, _ in driver.sent]
+    assert stamps == [1000 + 160 * k for k in range(5)]
