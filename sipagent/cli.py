@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -85,6 +86,7 @@ async def run(settings: Settings) -> None:
             await history.close()
             raise
         logger.info("admin on %s", admin.url)
+        freeze_startup_heap()
         try:
             await stop.wait()
             await server.stop(drain_timeout=settings.drain_timeout)
@@ -102,6 +104,21 @@ async def run(settings: Settings) -> None:
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
+
+
+def freeze_startup_heap() -> int:
+    """Take what start-up allocated out of the garbage collector's sight; return how much.
+
+    Modules, the openai SDK's and FastAPI's types, settings: a few hundred thousand objects
+    that live as long as the process. A full collection walks every one of them — 50 to 110 ms
+    with 200 live calls, every half minute or so, and every call's audio stalls that long.
+    Frozen, a full collection walks only what the calls made since.
+    """
+    gc.collect()
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    logger.debug("%d start-up objects frozen out of the garbage collector", frozen)
+    return frozen
 
 
 def _mask_secrets(settings: Settings) -> None:

@@ -8,7 +8,9 @@ range. It is stopped with SIGTERM and killed (by its PID) only if a test fails.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import re
 import signal
 import socket
 import sys
@@ -19,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sipagent.cli import main
+from sipagent.cli import freeze_startup_heap, main
 from sipagent.message import Response
 from tests.peers.sipp import free_media_port, free_port, free_tcp_port
 from tests.peers.softphone import Softphone
@@ -238,6 +240,29 @@ async def test_starts_answers_and_stops_on_sigterm(
     # Both ports are free again.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.bind((LOCALHOST, agent.sip_port))
+
+
+async def test_the_start_up_heap_is_frozen_out_of_the_garbage_collector(
+    tmp_path: Path, agents: list[Agent]
+) -> None:
+    agent = await spawn(tmp_path, SIPAGENT_LOG_LEVEL="DEBUG", SIPAGENT_LOG_FORMAT="text")
+    agents.append(agent)
+    await agent.wait_healthy()
+    agent.process.send_signal(signal.SIGTERM)
+    assert await agent.wait_exit() == 0, agent.stderr
+    match = re.search(r"(\d+) start-up objects frozen out of the garbage collector", agent.stderr)
+    assert match is not None, agent.stderr
+    # Modules, the SDK's types, the app: far more than a call ever makes.
+    assert int(match.group(1)) > 50_000
+
+
+def test_freeze_startup_heap_reports_what_it_froze() -> None:
+    try:
+        frozen = freeze_startup_heap()
+        assert frozen == gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert gc.get_freeze_count() == 0
 
 
 async def test_sigterm_hangs_up_a_live_call_then_exits(
