@@ -62,6 +62,8 @@ from bench.capacity import (  # noqa: E402
     parse_calls,
     percentile,
     pick_rtp_range,
+    pinning_label,
+    popen_pinned,
     proc_cpu_seconds,
     proc_memory,
     run_level,
@@ -95,8 +97,8 @@ class FakeProcess(ChildProcess):
             "--max-seconds", "1800", "--stats-file", str(self.stats_file),
         ]
         with open(workdir / "fake.stdout", "wb") as out, open(workdir / "fake.log", "wb") as err:
-            self.process = subprocess.Popen(
-                self.command, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            self.process = popen_pinned(
+                "harness", self.command, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 start_new_session=True,
             )
         deadline = time.monotonic() + 20
@@ -488,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nsipagent bridged calls (openai model → fake Realtime server, pace {args.pace:g}, "
           f"{args.chunk_ms} ms deltas, {args.append_ms} ms appends) — {machine['nproc']} CPUs "
           f"({machine['cpu_model']}), Python {machine['python']}, uvloop "
-          f"{'on' if machine['uvloop'] else 'off'}\n")
+          f"{'on' if machine['uvloop'] else 'off'}, {pinning_label()}\n")
     print_table(rows)
     print_summary(summary)
     print(f"\nJSON: {output}")

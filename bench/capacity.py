@@ -211,6 +211,7 @@ def machine_facts(server_pid: int | None = None) -> dict[str, Any]:
         "sipp": sipp_version,
         "loadavg_at_start": os.getloadavg(),
         "ephemeral_port_range": ephemeral_range(),
+        "cpu_pinning": pinning_description(),
     }
     if server_pid is not None:
         facts["uvloop"] = uses_uvloop(server_pid)
@@ -240,6 +241,50 @@ def server_command() -> list[str]:
     if script.exists():
         return [str(script), "run"]
     return [sys.executable, "-m", "sipagent.cli", "run"]
+
+
+def cpu_roles() -> dict[str, set[int]] | None:
+    """CPUs of the measured process (``server``) and of the harness around it, or None.
+
+    On a machine with two or more CPUs the server (or the bare relay) gets a CPU of its own
+    and everything the bench starts to load or serve it (load generator, SIPp, the fake
+    Realtime server, the flooder) shares the others, so a busy harness never makes the server
+    wait for a CPU and the pacing measured is the server's. ``BENCH_PIN=off`` turns it off.
+    """
+    if os.environ.get("BENCH_PIN", "on").strip().lower() in ("0", "off", "no", "false"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return {"server": {cpus[-1]}, "harness": set(cpus[:-1])}
+
+
+def popen_pinned(role: str, command: list[str], **options: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen`` whose process runs on the CPUs of ``role`` (see :func:`cpu_roles`).
+
+    The affinity is set before the program starts (in the child, between fork and exec), so
+    every thread it makes inherits it.
+    """
+    roles = cpu_roles()
+    if roles is not None:
+        cpus = roles[role]
+        options["preexec_fn"] = lambda: os.sched_setaffinity(0, cpus)
+    return subprocess.Popen(command, **options)
+
+
+def pinning_description() -> dict[str, list[int]] | None:
+    """The CPU plan as JSON (None when not pinned)."""
+    roles = cpu_roles()
+    return None if roles is None else {role: sorted(cpus) for role, cpus in roles.items()}
+
+
+def pinning_label() -> str:
+    """The CPU plan in a table title."""
+    roles = cpu_roles()
+    if roles is None:
+        return "not pinned"
+    return (f"server on CPU {','.join(map(str, sorted(roles['server'])))}, "
+            f"harness on CPU {','.join(map(str, sorted(roles['harness'])))}")
 
 
 class ChildProcess:
@@ -308,8 +353,8 @@ class ServerProcess(ChildProcess):
         log_path = workdir / "server.log"
         with open(log_path, "wb") as out:
             # cwd = the run directory: no config/*.toml or .env of the checkout applies.
-            process = subprocess.Popen(
-                server_command(), cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+            process = popen_pinned(
+                "server", server_command(), cwd=workdir, env=env, stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
         server = cls(process, sip_port, admin_port, rtp_range, workdir, log_path)
@@ -467,9 +512,9 @@ class SippLoad(ChildProcess):
             command += ["-trace_rtt", "-rtt_freq", "1"]
         command += list(extra_args)  # e.g. ["-lost", "10"] (bench/loss.py)
         with open(workdir / "sipp.stdout", "wb") as out, open(workdir / "sipp.stderr", "wb") as err:
-            process = subprocess.Popen(
-                command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True,
+            process = popen_pinned(
+                "harness", command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=err, start_new_session=True,
             )
         return cls(process, command, workdir, media_port, time.monotonic() + timeout_s + 5)
 
@@ -598,9 +643,9 @@ class LoadgenLoad(ChildProcess):
                    "--rate", f"{rate:g}", "--duration", f"{duration_s:g}",
                    "--sockets", str(sockets), "--out", str(report_path)]
         with open(workdir / "loadgen.stderr", "wb") as err:
-            process = subprocess.Popen(
-                command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                start_new_session=True,
+            process = popen_pinned(
+                "harness", command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=err, start_new_session=True,
             )
         return cls(process, command, workdir, report_path, time.monotonic() + timeout_s + 5,
                    LineReader(process))
@@ -692,9 +737,8 @@ class RelayProcess(ChildProcess):
         command = [sys.executable, "-m", "bench.relay_baseline", "--base", str(base),
                    "--calls", str(calls), "--max-seconds", f"{max_seconds:g}"]
         with open(workdir / "relay.stderr", "wb") as err:
-            process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.PIPE, stderr=err,
-                                       start_new_session=True)
+            process = popen_pinned("server", command, cwd=REPO, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=err, start_new_session=True)
         relay = cls(process, base, calls, LineReader(process))
         if relay.reader.line("READY", 20) is None:
             relay.stop()
@@ -1289,7 +1333,7 @@ def main(argv: list[str] | None = None) -> int:
     output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nsipagent capacity, echo model — {machine['nproc']} CPUs ({machine['cpu_model']}), "
           f"Python {machine['python']}, uvloop {'on' if machine['uvloop'] else 'off'}, "
-          f"{args.duration:g} s calls\n")
+          f"{args.duration:g} s calls, {pinning_label()}\n")
     print_table(levels)
     if baselines:
         print_baseline(levels, baselines)

@@ -59,6 +59,7 @@ from bench.capacity import (  # noqa: E402
     pace_cells,
     percentile,
     pick_rtp_range,
+    popen_pinned,
     proc_cpu_seconds,
     sample_after_refresh,
     window_metrics,
@@ -171,9 +172,8 @@ class FlooderProcess:
                    "--flood-rate", f"{args.flood_rate:g}",
                    "--flood-seconds", f"{args.flood_seconds:g}"]
         with open(workdir / "flooder.stderr", "wb") as err:
-            process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.PIPE, stderr=err,
-                                       start_new_session=True)
+            process = popen_pinned("harness", command, cwd=REPO, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=err, start_new_session=True)
         reader = LineReader(process)
         line = reader.line("START ", 20)
         if line is None:
