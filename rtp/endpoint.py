@@ -6,6 +6,13 @@ every timer callback it delivers the session's events, sends what the session wa
 re-arms a single ``loop.call_at(session.get_timer())`` (like aioquic's ``QuicConnectionProtocol``).
 Only this module touches sockets and ``loop.time()``.
 
+With :class:`TickGroups` (the server has one) the calls whose 20 ms grids share a phase of the
+frame share one timer instead: the calls' grids are spread over the frame's milliseconds by
+:class:`~rtp.pacer.TickPhases`, and one ``call_at`` chain per millisecond runs every member's
+tick. The event loop fires timers to the millisecond anyway, so the members' ticks run exactly
+when their own timers would have, without a timer handle made and cancelled per call per
+frame. RTCP reports and the inactivity timeout, due between ticks, run at the next tick.
+
 Events are delivered before the due RTP packets are sent, so a consumer that pushes audio into
 ``session.playout`` from ``on_event`` (the echo) has it sent in the same tick.
 
@@ -26,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from .pacer import TickPhases
 from .session import RtpEvent, RtpSession
 from .srtp import SrtpContext, is_rtcp_datagram
 
@@ -34,6 +42,7 @@ __all__ = [
     "PortReservation",
     "PortsExhaustedError",
     "RtpEndpoint",
+    "TickGroups",
     "reserve_port_pair",
 ]
 
@@ -209,6 +218,71 @@ class _SocketProtocol(asyncio.DatagramProtocol):
         self._endpoint._socket_closed()
 
 
+class TickGroups:
+    """One timer per phase of the frame, running the ticks of every endpoint in that phase.
+
+    :meth:`place` and :meth:`release` hand out grid starts (:class:`~rtp.pacer.TickPhases`);
+    an endpoint created with ``ticks=`` joins the group of its session's grid start and leaves
+    it when it closes. A group's timer runs on the absolute grid ``start + n * ptime`` (a loop
+    stalled for more than a frame resumes at the next grid point: the members' pacers send
+    what they missed) and stops when its last member leaves.
+    """
+
+    def __init__(self, ptime: float = 0.020, slots: int = 20) -> None:
+        self.phases = TickPhases(ptime, slots)
+        self.ptime = ptime
+        self._members: list[dict[RtpEndpoint, None]] = [{} for _ in range(slots)]
+        self._timers: list[asyncio.TimerHandle | None] = [None] * slots
+        self._next: list[float] = [0.0] * slots
+
+    def place(self, now: float) -> float:
+        """A grid start in the least-used phase (see :meth:`TickPhases.place`)."""
+        return self.phases.place(now)
+
+    def release(self, start: float) -> None:
+        """Give back a phase :meth:`place` handed out."""
+        self.phases.release(start)
+
+    def members(self) -> int:
+        """Endpoints ticking through the groups."""
+        return sum(len(group) for group in self._members)
+
+    def join(self, endpoint: RtpEndpoint, start: float) -> None:
+        """Run ``endpoint``'s ticks from ``start`` on, with the group of that phase."""
+        slot = self.phases.slot_of(start)
+        self._members[slot][endpoint] = None
+        if self._timers[slot] is None:
+            self._next[slot] = start
+            self._timers[slot] = asyncio.get_running_loop().call_at(start, self._fire, slot)
+
+    def leave(self, endpoint: RtpEndpoint, start: float) -> None:
+        """Stop running ``endpoint``'s ticks; the group's timer stops with its last member."""
+        slot = self.phases.slot_of(start)
+        group = self._members[slot]
+        group.pop(endpoint, None)
+        timer = self._timers[slot]
+        if not group and timer is not None:
+            timer.cancel()
+            self._timers[slot] = None
+
+    def _fire(self, slot: int) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for endpoint in list(self._members[slot]):
+            try:
+                endpoint._on_tick(now)
+            except Exception:
+                logger.exception("RTP tick failed on port %d", endpoint.port)
+        if not self._members[slot]:
+            self._timers[slot] = None
+            return
+        when = self._next[slot] + self.ptime
+        if when < now - self.ptime:  # stalled: resume on the grid, not with a burst of timers
+            when += (int((now - when) / self.ptime) + 1) * self.ptime
+        self._next[slot] = when
+        self._timers[slot] = loop.call_at(when, self._fire, slot)
+
+
 class RtpEndpoint:
     """A session's UDP sockets and timer; create with :meth:`create`."""
 
@@ -220,6 +294,7 @@ class RtpEndpoint:
         port_allocator: PortAllocator,
         on_event: EventCallback | None,
         srtp: SrtpContext | None = None,
+        ticks: TickGroups | None = None,
     ) -> None:
         self.session = session
         self.local_host = local_host
@@ -237,6 +312,8 @@ class RtpEndpoint:
         self._rtcp: asyncio.DatagramTransport | None = None
         self._timer: asyncio.Handle | None = None
         self._timer_when: float | None = None
+        self._ticks = ticks
+        """The group running this endpoint's ticks (then it has no timer of its own)."""
         self._open_sockets = 0
         self._closing = False
         self._closed = self._loop.create_future()
@@ -252,6 +329,7 @@ class RtpEndpoint:
         port: int | None = None,
         reservation: PortReservation | None = None,
         srtp: SrtpContext | None = None,
+        ticks: TickGroups | None = None,
     ) -> RtpEndpoint:
         """Bind an RTP/RTCP port pair on ``local_host`` (IPv4 or IPv6) and start the session.
 
@@ -262,6 +340,8 @@ class RtpEndpoint:
         has closed, or at once if ``create`` raises.
 
         With ``srtp`` (the negotiated SDES suite and keys) all media on the pair is SRTP/SRTCP.
+        With ``ticks`` the session's ticks run with the group of its grid's phase (its
+        ``tick_start`` should come from ``ticks.place``), not on a timer of the endpoint's own.
         """
         loop = asyncio.get_running_loop()
         if reservation is not None:
@@ -277,7 +357,7 @@ class RtpEndpoint:
             reserved = reserve_port_pair(local_host, port_allocator)
             port = reserved.port
             rtp_sock, rtcp_sock = reserved.take()
-        endpoint = cls(session, local_host, port, port_allocator, on_event, srtp)
+        endpoint = cls(session, local_host, port, port_allocator, on_event, srtp, ticks)
         try:
             endpoint._rtp, _ = await loop.create_datagram_endpoint(
                 lambda: _SocketProtocol(endpoint, rtcp=False), sock=rtp_sock
@@ -297,6 +377,8 @@ class RtpEndpoint:
             raise
         session.wallclock_offset = time.time() - loop.time()
         logger.debug("RTP endpoint on %s:%d", local_host, port)
+        if ticks is not None:
+            ticks.join(endpoint, session.tick_start)
         endpoint._service(loop.time())
         return endpoint
 
@@ -342,7 +424,7 @@ class RtpEndpoint:
         event = session.next_event()
         if event is not None:
             self._service(now, event)
-        else:
+        elif self._ticks is None:
             self._arm_timer()
 
     def _on_timer(self) -> None:
@@ -352,6 +434,12 @@ class RtpEndpoint:
         now = self._loop.time()
         self.session.handle_timer(now)
         self._service(now)
+
+    def _on_tick(self, now: float) -> None:
+        """The group's tick (see :class:`TickGroups`)."""
+        if not self._closing:
+            self.session.handle_timer(now)
+            self._service(now)
 
     def _service(self, now: float, event: RtpEvent | None = None) -> None:
         session = self.session
@@ -378,7 +466,8 @@ class RtpEndpoint:
                 rtp.sendto(wire, destination_address(addr, True) if ipv6 else addr)
         for data, addr in session.rtcp_to_send(now):
             self._send_rtcp(data, addr)
-        self._arm_timer()
+        if self._ticks is None:
+            self._arm_timer()
 
     def _send_rtcp(self, data: bytes, addr: Address) -> None:
         transport = self._rtp if self.session.rtcp_mux else self._rtcp
@@ -410,6 +499,8 @@ class RtpEndpoint:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._ticks is not None:
+            self._ticks.leave(self, self.session.tick_start)
         for data, addr in self.session.close(self._loop.time()):
             self._send_rtcp(data, addr)
         for transport in (self._rtp, self._rtcp):

@@ -188,9 +188,12 @@ class TickPhases:
         start = frame_start + slot * self._width
         return start + self.ptime if start < now - 1e-9 else start
 
+    def slot_of(self, start: float) -> int:
+        """The phase (0 .. slots-1) of a grid start that :meth:`place` returned."""
+        return round((start % self.ptime) / self._width) % len(self._counts)
+
     def release(self, start: float) -> None:
         """Give back the phase of a grid start that :meth:`place` returned."""
-        counts = self._counts
-        slot = round((start % self.ptime) / self._width) % len(counts)
-        if counts[slot] > 0:
-            counts[slot] -= 1
+        slot = self.slot_of(start)
+        if self._counts[slot] > 0:
+            self._counts[slot] -= 1

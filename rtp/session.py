@@ -451,6 +451,11 @@ class RtpSession:
 
     # -- timer --------------------------------------------------------------------------------
 
+    @property
+    def tick_start(self) -> float:
+        """Where the 20 ms grid of ticks starts (every tick is ``tick_start + n * ptime``)."""
+        return self._pacer.start
+
     def get_timer(self) -> float | None:
         """The next absolute time ``handle_timer`` must run (None once closed)."""
         if self._closed:

@@ -40,8 +40,8 @@ from bridge.base import (
     Transcript,
 )
 from bridge.fallback import fallback_frames
-from rtp.endpoint import PortAllocator, PortReservation, RtpEndpoint
-from rtp.pacer import PlayoutQueue, TickPhases
+from rtp.endpoint import PortAllocator, PortReservation, RtpEndpoint, TickGroups
+from rtp.pacer import PlayoutQueue
 from rtp.session import AudioReceived, DtmfReceived, MediaTimeout, RtpSession
 from rtp.srtp import SrtpContext
 
@@ -187,7 +187,7 @@ class Call:
         on_transfer: TransferHandler | None = None,
         reservation: PortReservation | None = None,
         recordings: RecordingOptions | None = None,
-        ticks: TickPhases | None = None,
+        ticks: TickGroups | None = None,
     ) -> None:
         self.dialog = dialog
         self.record = record
@@ -202,7 +202,8 @@ class Call:
         self.rtp_port = rtp_port
         self.ports = ports
         self._ticks = ticks
-        """Spreads the calls' 20 ms timers over the frame (None: the grid starts at once)."""
+        """Spreads the calls' 20 ms ticks over the frame and runs them, one timer per phase
+        (None: the grid starts at once, on a timer of the call's own)."""
         self._first_tick: float | None = None
         # The port pair already bound for this call (so the SDP answer names a port we hold).
         self._reservation = reservation
@@ -331,12 +332,12 @@ class Call:
         if self._reservation is not None:
             self.endpoint = await RtpEndpoint.create(
                 session, self.local_host, self.ports, self._on_rtp_event,
-                reservation=self._reservation, srtp=srtp,
+                reservation=self._reservation, srtp=srtp, ticks=self._ticks,
             )
         else:
             self.endpoint = await RtpEndpoint.create(
                 session, self.local_host, self.ports, self._on_rtp_event, port=self.rtp_port,
-                srtp=srtp,
+                srtp=srtp, ticks=self._ticks,
             )
         if self._closed:  # the call ended while the sockets were being bound
             self.endpoint.close()

@@ -20,8 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from bridge import CallContext, ModelSession, create_model
-from rtp.endpoint import PortAllocator, reserve_port_pair
-from rtp.pacer import TickPhases
+from rtp.endpoint import PortAllocator, TickGroups, reserve_port_pair
 
 from .auth import DigestVerifier
 from .call import Call, ObservationHandler
@@ -171,8 +170,9 @@ class Server:
             tcp_idle_timeout=4 * 3600.0, tls=tls,
         )
         self.ports = PortAllocator(settings.rtp_port_min, settings.rtp_port_max)
-        self.ticks = TickPhases()
-        """Where each call's 20 ms timer falls in the frame: spread, not all together."""
+        self.ticks = TickGroups()
+        """Where each call's 20 ms tick falls in the frame (spread, not all together), and one
+        timer per millisecond of the frame running them."""
         config = EdgePolicyConfig.from_settings(settings)
         self.verifier: DigestVerifier | None = None
         """Digest check of inbound calls from untrusted sources (SIPAGENT_AUTH_USERS)."""

@@ -18,12 +18,13 @@ from rtp.endpoint import (
     PortAllocator,
     PortsExhaustedError,
     RtpEndpoint,
+    TickGroups,
     destination_address,
     reserve_port_pair,
     source_address,
 )
 from rtp.jitter import JitterBuffer
-from rtp.session import AudioReceived, RemoteLatched, RtpEvent, RtpSession
+from rtp.session import AudioReceived, MediaTimeout, RemoteLatched, RtpEvent, RtpSession
 from rtp.srtp import SrtpContext, SrtpSuite
 from sipagent.events import CallEnded, IncomingCall
 from sipagent.offer_answer import Negotiated, SrtpPolicy, negotiate
@@ -174,6 +175,97 @@ async def test_echo_over_real_sockets_strict_source_and_clean_close() -> None:
         sock.close()
     for transport in (peer, peer_rtcp, stranger):
         transport.close()
+
+
+def rtp_payloads(collector: Collector) -> list[bytes]:
+    """The echoed (non-silent) payloads a peer received."""
+    silence = g711.silence(g711.PT_PCMU)
+    return [
+        RtpPacket.parse(data).payload
+        for data, _ in collector.datagrams
+        if not is_rtcp(data) and RtpPacket.parse(data).payload != silence
+    ]
+
+
+async def test_endpoints_of_one_phase_tick_together_on_the_group_timer() -> None:
+    groups = TickGroups(slots=1)  # one phase: both calls share one timer
+    allocator = PortAllocator(31200, 31299)
+    loop = asyncio.get_running_loop()
+    peers, endpoints = [], []
+    for _ in range(2):
+        peer, peer_rx, peer_addr = await open_socket()
+        session = RtpSession(
+            payload_type=0, dtmf_payload_type=101, remote_addr=peer_addr, ssrc=0xB0B,
+            initial_seq=1, initial_timestamp=0, now=loop.time(),
+            jitter_buffer=JitterBuffer(target_ms=60, min_ms=60, max_ms=200),
+            first_tick=groups.place(loop.time()),
+        )
+
+        def echo(event: RtpEvent, session: RtpSession = session) -> None:
+            if isinstance(event, AudioReceived) and not event.concealed:
+                session.playout.push(event.payload)
+
+        endpoint = await RtpEndpoint.create(
+            session, LOCALHOST, allocator, on_event=echo, ticks=groups
+        )
+        peers.append((peer, peer_rx))
+        endpoints.append(endpoint)
+    assert groups.members() == 2
+    assert groups.phases.counts == (2,)
+    try:
+        targets = [(LOCALHOST, endpoint.port) for endpoint in endpoints]
+        await asyncio.gather(
+            *(send_paced(peer, target) for (peer, _), target in zip(peers, targets, strict=True))
+        )
+        for _, rx in peers:
+            await rx.wait_for(lambda rx=rx: len(rtp_payloads(rx)) >= FRAMES)
+            assert rtp_payloads(rx) == [frame(n) for n in range(FRAMES)]
+        first = endpoints[0]
+        first.close()
+        await first.wait_closed()
+        assert groups.members() == 1
+        before = len(peers[1][1].datagrams)
+        await asyncio.sleep(0.2)
+        assert len(peers[1][1].datagrams) >= before + 5, "the group still ticks for the other"
+    finally:
+        for endpoint in endpoints:
+            endpoint.close()
+            await endpoint.wait_closed()
+    assert groups.members() == 0
+    stopped = len(peers[1][1].datagrams)
+    await asyncio.sleep(0.1)
+    assert len(peers[1][1].datagrams) == stopped, "nothing ticks once the group is empty"
+    for peer, _ in peers:
+        peer.close()
+
+
+async def test_a_grouped_endpoint_times_out_between_ticks_at_the_next_tick() -> None:
+    groups = TickGroups()
+    allocator = PortAllocator(31300, 31399)
+    loop = asyncio.get_running_loop()
+    peer, _, peer_addr = await open_socket()
+    session = RtpSession(
+        payload_type=0, dtmf_payload_type=None, remote_addr=peer_addr, ssrc=1,
+        initial_seq=0, initial_timestamp=0, now=loop.time(), inactivity_timeout=0.3,
+        first_tick=groups.place(loop.time()),
+    )
+    timed_out = loop.create_future()
+
+    def on_event(event: RtpEvent) -> None:
+        if isinstance(event, MediaTimeout) and not timed_out.done():
+            timed_out.set_result(loop.time())
+
+    started = loop.time()
+    endpoint = await RtpEndpoint.create(session, LOCALHOST, allocator, on_event, ticks=groups)
+    try:
+        at = await asyncio.wait_for(timed_out, 5.0)
+        assert at - started >= 0.3 - 0.005  # never early (a tick may run 2 ms ahead)
+    finally:
+        endpoint.close()
+        await endpoint.wait_closed()
+        peer.close()
+    assert sum(groups.phases.counts) == 1  # the phase is the caller's to release
+    assert groups.members() == 0
 
 
 async def test_busy_ports_are_skipped() -> None:

@@ -36,8 +36,7 @@ from bridge.base import (
 from bridge.echo import EchoModel
 from bridge.fallback import FALLBACK_TEXT, fallback_frames
 from bridge.realtime import ToolCallFinished
-from rtp.endpoint import PortAllocator
-from rtp.pacer import TickPhases
+from rtp.endpoint import PortAllocator, TickGroups
 from sipagent.call import Call, ModelLink, ObservationHandler, WatchedPlayout
 from sipagent.dialog import Dialog
 from sipagent.message import Request, parse_message
@@ -223,7 +222,7 @@ class Harness:
              model_factory: Callable[..., ModelSession] | None = None,
              max_reconnects: int = 0, transfer_target: str | None = None,
              recordings: RecordingOptions | None = None,
-             ticks: TickPhases | None = None) -> Call:
+             ticks: TickGroups | None = None) -> Call:
         invite = invite_for(self.peer.port)
         dialog = Dialog(invite, local_tag="agent1", transport="udp",
                         source=Destination("udp", LOCALHOST, 5099),
@@ -319,14 +318,14 @@ async def test_rtp_is_echoed_back_by_the_echo_model(harness: Harness) -> None:
 async def test_the_call_ticks_in_the_phase_it_was_given_and_gives_it_back(
     harness: Harness,
 ) -> None:
-    ticks = TickPhases()
+    ticks = TickGroups()
     busy = [ticks.place(0.0) for _ in range(19)]  # every phase but 19 ms is taken
     call = harness.call(EchoModel(), ticks=ticks)
     ours = await harness.answered(call)
-    assert ticks.counts == (1,) * 20
+    assert ticks.phases.counts == (1,) * 20
     assert call.endpoint is not None
-    first = call.endpoint.session.get_timer()
-    assert first is not None and round((first % 0.020) * 1000) % 20 == 19
+    assert round((call.endpoint.session.tick_start % 0.020) * 1000) % 20 == 19
+    assert ticks.members() == 1
 
     sent = [bytes([0x40 + i]) * 160 for i in range(10)]
     await harness.peer.stream(ours, sent)
@@ -334,11 +333,12 @@ async def test_the_call_ticks_in_the_phase_it_was_given_and_gives_it_back(
     assert [p for p in harness.peer.payloads() if p in sent] == sent
 
     await call.close("test")
-    assert ticks.counts == (1,) * 19 + (0,)
+    assert ticks.phases.counts == (1,) * 19 + (0,)
+    assert ticks.members() == 0
     await call.close("again")  # idempotent: the phase is given back once
     for start in busy:
         ticks.release(start)
-    assert ticks.counts == (0,) * 20
+    assert ticks.phases.counts == (0,) * 20
 
 
 async def test_dtmf_over_rtp_and_receive_dtmf_land_in_the_record(harness: Harness) -> None:
