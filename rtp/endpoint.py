@@ -503,6 +503,9 @@ class RtpEndpoint:
             self._ticks.leave(self, self.session.tick_start)
         for data, addr in self.session.close(self._loop.time()):
             self._send_rtcp(data, addr)
+        # No event is delivered after close: drop the handler (it usually holds the call, which
+        # holds this endpoint; without the cycle the call is freed as soon as it is let go).
+        self.on_event = None
         for transport in (self._rtp, self._rtcp):
             if transport is not None:
                 transport.close()

@@ -23,6 +23,7 @@ import json
 import logging
 import secrets
 import time
+import weakref
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -110,6 +111,10 @@ ModelFactory = Callable[[ObservationHandler], ModelSession]
 """Builds a new, unopened model session reporting its records to the given handler."""
 
 
+def _ignore_sent(item_id: str, played_ms: int) -> None:
+    """The ``on_sent`` of a detached :class:`WatchedPlayout`."""
+
+
 class WatchedPlayout(PlayoutQueue):
     """The RTP session's playout queue, telling the call about every model frame it sends.
 
@@ -125,6 +130,11 @@ class WatchedPlayout(PlayoutQueue):
         """Called with the item id and its milliseconds sent so far, for tagged frames."""
         self.on_audio: Callable[[bytes], None] | None = None
         """Called with every frame sent (the call's recording), when set."""
+
+    def detach(self) -> None:
+        """Stop reporting (the call has ended): the queue no longer holds the call."""
+        self.on_sent = _ignore_sent
+        self.on_audio = None
 
     def pop(self) -> bytes | None:
         payload = super().pop()
@@ -195,7 +205,7 @@ class Call:
         if model is None:
             if model_factory is None:
                 raise ValueError("a call needs a model or a model factory")
-            model = model_factory(self.observe)
+            model = model_factory(self._weak_observer())
         self.model: ModelSession = model
         """The current model session (a new one after a re-bridge)."""
         self.local_host = local_host
@@ -272,16 +282,32 @@ class Call:
             codec=codec,
         )
 
+    def _weak_observer(self) -> Callable[[Observation], None]:
+        """:meth:`observe` for a model session to keep, without keeping the call alive."""
+        observe = weakref.WeakMethod(self.observe)
+
+        def observer(record: Observation) -> None:
+            method = observe()
+            if method is not None:
+                method(record)
+
+        return observer
+
     def _sink_for(self, model: ModelSession) -> ModelSink:
         """The sink of one session: a replaced session's late events are dropped."""
 
+        # The session keeps its sink: a weak reference, or call and session would hold each other
+        # and an ended call would wait for a full garbage collection to be freed.
+        call_ref = weakref.ref(self)
+
         def sink(event: ModelEvent) -> None:
-            if model is not self.model or self._closed:
+            call = call_ref()
+            if call is None or model is not call.model or call._closed:
                 return
-            if self._link is ModelLink.BRIDGED:
-                self._on_model_event(event)
+            if call._link is ModelLink.BRIDGED:
+                call._on_model_event(event)
             else:
-                self._held_events.append(event)
+                call._held_events.append(event)
 
         return sink
 
@@ -618,7 +644,7 @@ class Call:
 
     async def _reopen(self) -> None:
         assert self._model_factory is not None
-        model = self._model_factory(self.observe)
+        model = self._model_factory(self._weak_observer())
         self.model = model
         self._held_events.clear()
         try:
@@ -698,8 +724,11 @@ class Call:
             self._ticks.release(self._first_tick)
             self._first_tick = None
         if self.endpoint is not None:
-            self.endpoint.close()
+            self.endpoint.close()  # drops its on_event: it holds the call no more
             await self.endpoint.wait_closed()
+            playout = self.endpoint.session.playout
+            if isinstance(playout, WatchedPlayout):
+                playout.detach()
             if self.recording is not None:
                 self.recording.close()
         elif self._reservation is not None:

@@ -8,12 +8,14 @@ small scripted ModelSession written here that lets a test emit model events.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import socket
 import time
 import uuid
 import wave
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,6 +341,39 @@ async def test_the_call_ticks_in_the_phase_it_was_given_and_gives_it_back(
     for start in busy:
         ticks.release(start)
     assert ticks.phases.counts == (0,) * 20
+
+
+@pytest.mark.parametrize("kind", ["echo", "scripted-from-factory"])
+async def test_an_ended_call_is_freed_without_the_cycle_collector(
+    harness: Harness, kind: str
+) -> None:
+    # The model keeps its sink and observer, the endpoint its event handler, the playout its
+    # report: none may hold the call, or every ended call waits for a full collection.
+    if kind == "echo":
+        call = harness.call(EchoModel(), ticks=TickGroups())
+    else:
+        call = harness.call(None, model_factory=harness.factory(), ticks=TickGroups())
+    ours = await harness.answered(call)
+    sent = [bytes([0x60 + i]) * 160 for i in range(10)]
+    await harness.peer.stream(ours, sent)
+    if kind == "echo":
+        await wait_for(lambda: sent[-1] in harness.peer.payloads())
+    else:  # a model frame through the sink and the watched playout
+        harness.models[0].emit(AudioOut(payload=b"\x77" * 160, item_id="r1"))
+        await wait_for(lambda: b"\x77" * 160 in harness.peer.payloads())
+    await call.close("test")
+    harness.calls.remove(call)
+    ref = weakref.ref(call)
+    model_ref = weakref.ref(call.model)
+    harness.models.clear()
+    await asyncio.sleep(0.05)  # the sockets' close callbacks have run
+    gc.disable()
+    try:
+        del call
+        assert ref() is None, [type(r).__name__ for r in gc.get_referrers(ref())]
+        assert model_ref() is None
+    finally:
+        gc.enable()
 
 
 async def test_dtmf_over_rtp_and_receive_dtmf_land_in_the_record(harness: Harness) -> None:
