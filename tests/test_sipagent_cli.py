@@ -17,6 +17,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -208,6 +209,14 @@ async def agents() -> AsyncIterator[list[Agent]]:
             await agent.process.wait()
 
 
+async def healthy(tmp_path: Path, agents: list[Agent], **options: Any) -> Agent:
+    """:func:`spawn` with ``options``, kept in ``agents``, once it answers ``/health``."""
+    agent = await spawn(tmp_path, **options)
+    agents.append(agent)
+    await agent.wait_healthy()
+    return agent
+
+
 async def options(sip_port: int) -> Response:
     phone = Softphone(server=(LOCALHOST, sip_port))
     await phone.open()
@@ -221,9 +230,7 @@ async def options(sip_port: int) -> Response:
 async def test_starts_answers_and_stops_on_sigterm(
     tmp_path: Path, agents: list[Agent]
 ) -> None:
-    agent = await spawn(tmp_path)
-    agents.append(agent)
-    await agent.wait_healthy()
+    agent = await healthy(tmp_path, agents)
     async with httpx.AsyncClient(base_url=agent.admin_url, trust_env=False) as client:
         ready = (await client.get("/ready")).json()
     assert ready["ready"] is True and ready["model"] == "echo"
@@ -245,9 +252,7 @@ async def test_starts_answers_and_stops_on_sigterm(
 async def test_the_start_up_heap_is_frozen_out_of_the_garbage_collector(
     tmp_path: Path, agents: list[Agent]
 ) -> None:
-    agent = await spawn(tmp_path, SIPAGENT_LOG_LEVEL="DEBUG", SIPAGENT_LOG_FORMAT="text")
-    agents.append(agent)
-    await agent.wait_healthy()
+    agent = await healthy(tmp_path, agents, SIPAGENT_LOG_LEVEL="DEBUG", SIPAGENT_LOG_FORMAT="text")
     agent.process.send_signal(signal.SIGTERM)
     assert await agent.wait_exit() == 0, agent.stderr
     match = re.search(r"(\d+) start-up objects frozen out of the garbage collector", agent.stderr)
@@ -268,9 +273,7 @@ def test_freeze_startup_heap_reports_what_it_froze() -> None:
 async def test_sigterm_hangs_up_a_live_call_then_exits(
     tmp_path: Path, agents: list[Agent]
 ) -> None:
-    agent = await spawn(tmp_path, module="sipagent", SIPAGENT_DRAIN_TIMEOUT="0")
-    agents.append(agent)
-    await agent.wait_healthy()
+    agent = await healthy(tmp_path, agents, module="sipagent", SIPAGENT_DRAIN_TIMEOUT="0")
     phone = Softphone(server=(LOCALHOST, agent.sip_port))
     await phone.open()
     try:
@@ -286,9 +289,7 @@ async def test_sigterm_hangs_up_a_live_call_then_exits(
 
 
 async def test_second_sigterm_stops_at_once(tmp_path: Path, agents: list[Agent]) -> None:
-    agent = await spawn(tmp_path, SIPAGENT_DRAIN_TIMEOUT="600")
-    agents.append(agent)
-    await agent.wait_healthy()
+    agent = await healthy(tmp_path, agents, SIPAGENT_DRAIN_TIMEOUT="600")
     phone = Softphone(server=(LOCALHOST, agent.sip_port))
     await phone.open()
     try:
@@ -360,9 +361,7 @@ async def test_running_server_serves_metrics_history_and_requires_the_token(
     tmp_path: Path, agents: list[Agent]
 ) -> None:
     token = "t" * 20
-    agent = await spawn(tmp_path, SIPAGENT_ADMIN_TOKEN=token)
-    agents.append(agent)
-    await agent.wait_healthy()
+    agent = await healthy(tmp_path, agents, SIPAGENT_ADMIN_TOKEN=token)
     async with httpx.AsyncClient(base_url=agent.admin_url, trust_env=False) as client:
         assert (await client.get("/sessions")).status_code == 401
         headers = {"Authorization": f"Bearer {token}"}
