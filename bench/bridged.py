@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import copy
 import json
-import os
 import re
 import shutil
 import signal
@@ -69,6 +68,7 @@ from bench.capacity import (  # noqa: E402
     run_level,
     server_command,
 )
+from tests.peers.processes import stop_process  # noqa: E402
 from tests.peers.sipp import LOCALHOST, free_tcp_port  # noqa: E402
 
 AGENT_FILE = REPO / "config" / "agents" / "echo_demo.yaml"
@@ -133,13 +133,7 @@ class FakeProcess(ChildProcess):
 
     def stop(self) -> dict[str, Any]:
         """SIGTERM (it prints its summary and writes the final counters), then SIGKILL."""
-        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-            if self.process.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=wait)
+        stop_process(self.process, ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)))
         final: dict[str, Any] = {"exit": self.process.returncode}
         with contextlib.suppress(OSError, ValueError):
             final["stats"] = json.loads(self.stats_file.read_text())

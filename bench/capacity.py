@@ -55,6 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # python bench/capacity.py as well as python -m bench.capacity
     sys.path.insert(0, str(REPO))
 
+from tests.peers.processes import TERM_THEN_KILL, stop_process  # noqa: E402
 from tests.peers.sipp import (  # noqa: E402
     LOCALHOST,
     free_media_port,
@@ -412,14 +413,10 @@ class ServerProcess(ChildProcess):
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM (drain), SIGTERM again (immediate), SIGKILL: each by PID, bounded."""
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if self.process.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=wait)
-        return self.process.returncode
+        return stop_process(
+            self.process,
+            ((signal.SIGTERM, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)),
+        )
 
 
 def free_port_udp_tcp() -> int:
@@ -534,13 +531,7 @@ class SippLoad(ChildProcess):
         return self.process.returncode
 
     def stop(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if self.process.poll() is not None:
-                return
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=5)
+        stop_process(self.process)
 
     def stats(self) -> dict[str, str]:
         """The last row of SIPp's statistics CSV, by column name."""
@@ -687,14 +678,7 @@ class LoadgenLoad(ChildProcess):
     def stop(self) -> None:
         """``stop`` (BYE every call, write the report), then SIGTERM, then SIGKILL."""
         self._command("stop")
-        for sig in (None, signal.SIGTERM, signal.SIGKILL):
-            if self.process.poll() is not None:
-                return
-            if sig is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.process.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=20 if sig is None else 5)
+        stop_process(self.process, ((None, 20.0), *TERM_THEN_KILL))
 
     def report(self) -> dict[str, Any]:
         try:
@@ -746,13 +730,7 @@ class RelayProcess(ChildProcess):
         return relay
 
     def stop(self) -> dict[str, Any]:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if self.process.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=10)
+        stop_process(self.process, ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)))
         line = self.reader.line("{", 2)
         counters: dict[str, Any] = {}
         with contextlib.suppress(ValueError):

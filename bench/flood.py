@@ -28,11 +28,8 @@ Every loop is bounded in count and time; every process started here is stopped b
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -65,6 +62,7 @@ from bench.capacity import (  # noqa: E402
     window_metrics,
 )
 from bench.uac import build_request, header, sdp_offer, status_of  # noqa: E402
+from tests.peers.processes import stop_process  # noqa: E402
 from tests.peers.sipp import LOCALHOST  # noqa: E402
 
 FLOOD_SOURCE = "127.0.0.2"
@@ -185,16 +183,6 @@ class FlooderProcess:
         line = self.reader.line("RESULT ", timeout)
         stop_process(self.process)
         return json.loads(line) if line else {"error": "no result from the flooder"}
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
 
 
 # ------------------------------------------------------------------------------- the run

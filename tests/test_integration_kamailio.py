@@ -34,6 +34,7 @@ from admin.app import create_app
 from sipagent.registration import BACKOFF_BASE, RegState
 from sipagent.server import Server
 from tests.peers.harness import start_server, wait_for
+from tests.peers.processes import stop_process
 from tests.peers.sipp import LOCALHOST, free_port, run_sipp, sipp_available
 from tests.peers.softphone import Softphone
 
@@ -171,15 +172,9 @@ class Kamailio:
 
     def stop(self) -> None:
         """SIGTERM to the main process (it ends its children), SIGKILL if it lingers."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if self.process.poll() is not None:
-                return
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, sig)
-            try:
-                self.process.wait(timeout=_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                continue
+        stop_process(
+            self.process, ((signal.SIGTERM, _STOP_TIMEOUT), (signal.SIGKILL, _STOP_TIMEOUT))
+        )
 
 
 def _ctl_ready(ctl: Path) -> bool:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import signal
 import socket
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.peers.harness import free_udp_range
+from tests.peers.processes import stop_process
 
 __all__ = [
     "MEDIAENC",
@@ -289,13 +289,9 @@ class Baresip:
             deadline = loop.time() + 3.0
             while self.process.poll() is None and loop.time() < deadline:
                 await asyncio.sleep(0.05)
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                if self.process.poll() is not None:
-                    break
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.process.pid, sig)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    await asyncio.to_thread(self.process.wait, 3)
+            await asyncio.to_thread(
+                stop_process, self.process, ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0))
+            )
         if self._writer is not None:
             self._writer.close()
             with contextlib.suppress(Exception):

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.peers.processes import stop_process
+
 __all__ = [
     "SRTP_USE",
     "EchoServer",
@@ -92,13 +94,7 @@ def _peer_env() -> dict[str, str]:
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=3)
+    stop_process(process, ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)))
 
 
 def run_caller(

@@ -45,6 +45,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.peers.processes import stop_process
+
 __all__ = [
     "LOCALHOST",
     "SCENARIOS",
@@ -301,15 +303,7 @@ class SippProcess:
         return self._result
 
     def _terminate(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if self.process.poll() is not None:
-                return
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, sig)
-            try:
-                self.process.wait(timeout=_STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                continue
+        stop_process(self.process, ((signal.SIGTERM, _STOP_GRACE), (signal.SIGKILL, _STOP_GRACE)))
 
     def _collect(self, timed_out: bool) -> SippResult:
         stats = _last_stats_row(self.workdir / "stat.csv")
